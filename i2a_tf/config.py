@@ -1,0 +1,332 @@
+"""The typed, frozen configuration tree every library function receives.
+
+`main.py` turns absl flags into a `Config` with `config_from_flat`; nothing below
+`main.py` reads flags. Every leaf field of every sub-config is also a flag of the
+same name (field names are unique across the tree), so an error can always name
+the flag at fault: `ConfigError("--label_fraction=1.5: must be in (0, 1]")`.
+
+Each field carries its flag help text in `metadata["help"]`, so flags, their
+defaults and the config cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping
+
+SPEECH_CORPORA = ("synthetic", "emodb", "ravdess", "cremad", "tess", "folder")
+FACE_CORPORA = ("synthetic", "ckplus", "fer2013", "jaffe", "folder")
+PAD_MODES = ("repeat", "mean")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the flag and value."""
+
+
+def _field(default, help_text: str):
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(
+            default_factory=lambda: tuple(default), metadata={"help": help_text}
+        )
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+def _bad(name: str, value: Any, why: str) -> ConfigError:
+    if isinstance(value, tuple):
+        value = ",".join(str(v) for v in value)
+    return ConfigError(f"--{name}={value}: {why}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontEndConfig:
+    """Log-mel front end (DESIGN.md "Audio front end")."""
+
+    sample_rate: int = _field(16000, "Sample rate (Hz) of stored and served audio.")
+    window_ms: float = _field(25.0, "STFT window length in milliseconds.")
+    hop_ms: float = _field(10.0, "STFT hop in milliseconds.")
+    num_mels: int = _field(64, "Number of mel bands.")
+    fmin_hz: float = _field(0.0, "Lowest mel band edge (Hz).")
+    fmax_hz: float = _field(8000.0, "Highest mel band edge (Hz).")
+    log_eps: float = _field(1e-6, "Floor added to mel power before the log.")
+    num_frames: int = _field(200, "Frames T per example after crop/pad (10 ms each).")
+    trim_db: float = _field(
+        40.0,
+        "Frames quieter than the loudest frame by more than this many dB are "
+        "leading/trailing silence and are cropped away (0 disables trimming).",
+    )
+    pad_mode: str = _field(
+        "repeat",
+        "How clips shorter than num_frames are filled: 'repeat' tiles the voiced "
+        "frames, 'mean' pads with the band means (0 after normalisation).",
+    )
+
+    @property
+    def frame_length(self) -> int:
+        return int(round(self.sample_rate * self.window_ms / 1000.0))
+
+    @property
+    def frame_step(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000.0))
+
+    @property
+    def fft_length(self) -> int:
+        return 1 << (self.frame_length - 1).bit_length()
+
+    def validate(self) -> None:
+        if self.sample_rate <= 0:
+            raise _bad("sample_rate", self.sample_rate, "must be positive")
+        if self.window_ms <= 0 or self.frame_length < 2:
+            raise _bad("window_ms", self.window_ms, "must give a window of >= 2 samples")
+        if self.hop_ms <= 0 or self.frame_step < 1:
+            raise _bad("hop_ms", self.hop_ms, "must give a hop of >= 1 sample")
+        if self.num_mels <= 0:
+            raise _bad("num_mels", self.num_mels, "must be positive")
+        if not 0 <= self.fmin_hz < self.fmax_hz:
+            raise _bad("fmin_hz", self.fmin_hz, f"must be in [0, fmax_hz={self.fmax_hz})")
+        if self.fmax_hz > self.sample_rate / 2:
+            raise _bad("fmax_hz", self.fmax_hz,
+                       f"must not exceed the Nyquist frequency {self.sample_rate / 2}")
+        if self.log_eps <= 0:
+            raise _bad("log_eps", self.log_eps, "must be positive")
+        if self.num_frames <= 0:
+            raise _bad("num_frames", self.num_frames, "must be positive")
+        if self.trim_db < 0:
+            raise _bad("trim_db", self.trim_db, "must be >= 0 (0 disables trimming)")
+        if self.pad_mode not in PAD_MODES:
+            raise _bad("pad_mode", self.pad_mode, f"must be one of {', '.join(PAD_MODES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which corpora to read, the label space and the speaker-independent split."""
+
+    speech_corpus: str = _field(
+        "synthetic", f"Speech corpus layout: {', '.join(SPEECH_CORPORA)}.")
+    speech_dir: str = _field(
+        "", "Speech corpus folder (ignored for 'synthetic', which is generated "
+        "under <workdir>/synthetic/speech).")
+    face_corpus: str = _field(
+        "synthetic", f"Face corpus layout: {', '.join(FACE_CORPORA)}.")
+    face_dir: str = _field(
+        "", "Face corpus folder, or the fer2013.csv file for 'fer2013' (ignored "
+        "for 'synthetic').")
+    classes: tuple = _field(
+        ("anger", "disgust", "fear", "happiness", "sadness"),
+        "Canonical class list; the class id is the position in this list.")
+    label_map: tuple = _field(
+        (), "Extra corpus-label to canonical-class mappings 'from:to', added to the "
+        "built-in synonyms (e.g. 'angry:anger'). Labels mapping to no class are "
+        "dropped and reported.")
+    test_speakers: tuple = _field(
+        (), "Test speakers (ids as the converter reports them). Empty: chosen by "
+        "test_fold or test_speaker_fraction.")
+    num_folds: int = _field(5, "Speaker folds for test_fold.")
+    test_fold: int = _field(
+        -1, "If >= 0 and test_speakers is empty: the test speakers are fold "
+        "test_fold of num_folds contiguous folds of the sorted speaker list.")
+    test_speaker_fraction: float = _field(
+        0.2, "Fraction of speakers held out for test when neither test_speakers "
+        "nor test_fold is set (seeded).")
+    val_speakers: tuple = _field((), "Validation speakers (optional).")
+    val_speaker_fraction: float = _field(
+        0.0, "Fraction of the non-test speakers held out for validation when "
+        "val_speakers is empty (seeded; 0 = no validation split).")
+    label_fraction: float = _field(
+        0.1, "Fraction of training clips that keep their label, stratified per "
+        "class; the rest form the unlabeled split. In (0, 1].")
+    seed: int = _field(0, "Seed of the split, the labeled subset and the synthetic corpus.")
+    face_size: int = _field(48, "Face images are resized to face_size x face_size.")
+    min_duration_s: float = _field(
+        0.5, "Clips shorter than this after decoding are skipped as too short.")
+    records_per_shard: int = _field(256, "TFRecord shard size (records per file).")
+    precompute_logmel: bool = _field(
+        False, "Also write log-mel records (a faster second record kind).")
+    synthetic_speakers: int = _field(8, "Speakers in the generated speech corpus.")
+    synthetic_clips_per_class: int = _field(
+        10, "Clips per speaker and class in the generated speech corpus.")
+    synthetic_subjects: int = _field(12, "Subjects in the generated face corpus.")
+    synthetic_images_per_class: int = _field(
+        5, "Images per subject and class in the generated face corpus.")
+
+    def validate(self) -> None:
+        if self.speech_corpus not in SPEECH_CORPORA:
+            raise _bad("speech_corpus", self.speech_corpus,
+                       f"unknown corpus; choose one of {', '.join(SPEECH_CORPORA)}")
+        if self.face_corpus not in FACE_CORPORA:
+            raise _bad("face_corpus", self.face_corpus,
+                       f"unknown corpus; choose one of {', '.join(FACE_CORPORA)}")
+        if self.speech_corpus != "synthetic":
+            if not self.speech_dir:
+                raise _bad("speech_dir", self.speech_dir,
+                           f"required for --speech_corpus={self.speech_corpus}")
+            if not os.path.isdir(self.speech_dir):
+                raise _bad("speech_dir", self.speech_dir, "no such directory")
+        if self.face_corpus != "synthetic":
+            if not self.face_dir:
+                raise _bad("face_dir", self.face_dir,
+                           f"required for --face_corpus={self.face_corpus}")
+            if not os.path.exists(self.face_dir):
+                raise _bad("face_dir", self.face_dir, "no such file or directory")
+        if len(self.classes) < 2:
+            raise _bad("classes", self.classes, "needs at least two classes")
+        if len(set(self.classes)) != len(self.classes):
+            raise _bad("classes", self.classes, "classes must be distinct")
+        for entry in self.label_map:
+            if entry.count(":") != 1 or not all(entry.split(":")):
+                raise _bad("label_map", self.label_map,
+                           f"entry '{entry}' is not of the form from:to")
+        if self.num_folds < 2:
+            raise _bad("num_folds", self.num_folds, "must be >= 2")
+        if self.test_fold >= self.num_folds:
+            raise _bad("test_fold", self.test_fold,
+                       f"must be < num_folds={self.num_folds} (or -1)")
+        if not 0 < self.test_speaker_fraction < 1:
+            raise _bad("test_speaker_fraction", self.test_speaker_fraction,
+                       "must be in (0, 1)")
+        if not 0 <= self.val_speaker_fraction < 1:
+            raise _bad("val_speaker_fraction", self.val_speaker_fraction,
+                       "must be in [0, 1)")
+        overlap = set(self.test_speakers) & set(self.val_speakers)
+        if overlap:
+            raise _bad("val_speakers", self.val_speakers,
+                       f"speakers {sorted(overlap)} are also test speakers")
+        if not 0 < self.label_fraction <= 1:
+            raise _bad("label_fraction", self.label_fraction, "must be in (0, 1]")
+        if self.face_size < 8:
+            raise _bad("face_size", self.face_size, "must be >= 8")
+        if self.min_duration_s < 0:
+            raise _bad("min_duration_s", self.min_duration_s, "must be >= 0")
+        if self.records_per_shard < 1:
+            raise _bad("records_per_shard", self.records_per_shard, "must be >= 1")
+        for name in ("synthetic_speakers", "synthetic_clips_per_class",
+                     "synthetic_subjects", "synthetic_images_per_class"):
+            if getattr(self, name) < 1:
+                raise _bad(name, getattr(self, name), "must be >= 1")
+        if self.speech_corpus == "synthetic" and self.synthetic_speakers < 3:
+            raise _bad("synthetic_speakers", self.synthetic_speakers,
+                       "needs >= 3 speakers for a train/test split")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """tf.data input pipelines."""
+
+    labeled_batch_size: int = _field(16, "Global batch size of labeled clips.")
+    unlabeled_batch_size: int = _field(32, "Global batch size of unlabeled clips.")
+    face_batch_size: int = _field(32, "Global batch size of face images.")
+    eval_batch_size: int = _field(64, "Batch size for evaluation and embedding.")
+    shuffle_buffer: int = _field(2048, "Shuffle buffer (examples) per stream.")
+    deterministic: bool = _field(
+        False, "Deterministic input order and augmentation (seeded), at some speed cost.")
+    use_precomputed_logmel: bool = _field(
+        False, "Read the precomputed log-mel records (prepare with "
+        "--precompute_logmel) instead of raw waveforms.")
+    spec_augment: bool = _field(True, "SpecAugment masks on training log-mels.")
+    freq_mask_bands: int = _field(8, "Maximum width (bands) of a frequency mask.")
+    time_mask_frames: int = _field(20, "Maximum width (frames) of a time mask.")
+    num_freq_masks: int = _field(1, "Frequency masks per example.")
+    num_time_masks: int = _field(2, "Time masks per example.")
+    face_flip: bool = _field(True, "Random horizontal flips of training faces.")
+    cache: bool = _field(
+        True, "Cache training records in memory after the first pass (raw records, "
+        "before any random augmentation).")
+
+    def validate(self) -> None:
+        for name in ("labeled_batch_size", "unlabeled_batch_size", "face_batch_size",
+                     "eval_batch_size", "shuffle_buffer"):
+            if getattr(self, name) < 1:
+                raise _bad(name, getattr(self, name), "must be >= 1")
+        for name in ("freq_mask_bands", "time_mask_frames", "num_freq_masks",
+                     "num_time_masks"):
+            if getattr(self, name) < 0:
+                raise _bad(name, getattr(self, name), "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole run: where it writes and every sub-config."""
+
+    workdir: str = _field("runs/demo", "Folder that holds everything a run writes.")
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    frontend: FrontEndConfig = dataclasses.field(default_factory=FrontEndConfig)
+    input: InputConfig = dataclasses.field(default_factory=InputConfig)
+
+    def validate(self) -> "Config":
+        if not self.workdir:
+            raise _bad("workdir", self.workdir, "must not be empty")
+        self.data.validate()
+        self.frontend.validate()
+        self.input.validate()
+        return self
+
+    @property
+    def data_dir(self) -> str:
+        """Where prepare writes the TFRecords, dataset.json and skipped.json."""
+        return os.path.join(self.workdir, "data")
+
+
+_SUB_CONFIGS = {"data": DataConfig, "frontend": FrontEndConfig, "input": InputConfig}
+
+
+def leaf_fields() -> list[tuple[str | None, dataclasses.Field]]:
+    """(section or None, field) for every flag-backed field of `Config`."""
+    leaves: list[tuple[str | None, dataclasses.Field]] = []
+    for f in dataclasses.fields(Config):
+        if f.name in _SUB_CONFIGS:
+            leaves.extend((f.name, g) for g in dataclasses.fields(_SUB_CONFIGS[f.name]))
+        else:
+            leaves.append((None, f))
+    names = [f.name for _, f in leaves]
+    assert len(names) == len(set(names)), "config field names must be unique"
+    return leaves
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()
+
+
+def config_from_flat(values: Mapping[str, Any]) -> Config:
+    """Builds and validates a `Config` from flat {flag name: value}.
+
+    Unknown names raise; missing names take the defaults. Lists become tuples so
+    the tree stays hashable and frozen.
+    """
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SUB_CONFIGS}
+    top: dict[str, Any] = {}
+    known = {f.name: section for section, f in leaf_fields()}
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"--{name}: not a configuration flag")
+        if isinstance(value, list):
+            value = tuple(value)
+        section = known[name]
+        (top if section is None else sections[section])[name] = value
+    config = Config(
+        **top, **{name: cls(**sections[name]) for name, cls in _SUB_CONFIGS.items()})
+    return config.validate()
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(tree: Mapping[str, Any]) -> Config:
+    """Inverse of `config_to_dict` (e.g. for a saved `config.json`)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if key in _SUB_CONFIGS:
+            flat.update(value)
+        else:
+            flat[key] = value
+    return config_from_flat(flat)
+
+
+def write_config(config: Config, path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
+        f.write("\n")

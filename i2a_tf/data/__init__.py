@@ -1,0 +1,1 @@
+"""Corpora, TFRecords, the log-mel front end and the tf.data input pipelines."""

@@ -1,0 +1,304 @@
+"""tf.data readers: TFRecords -> exactly what the training step and evaluation need.
+
+Audio: parse -> decode -> (padded) batch -> front end (log-mel, silence trim,
+crop/pad to T frames: random in training, centred in evaluation) -> per-band
+normalisation -> optional SpecAugment -> prefetch. The front end runs on whole
+batches, so its matmuls and FFTs are vectorised. Faces: batch -> parse -> decode ->
+scale to [-1, 1] -> optional random flip.
+
+Randomness (shuffle, crops, masks, flips) is stateless and derived from the
+configured seed, the input pipeline id and a batch counter, so with
+`deterministic=True` two runs read identical batches.
+
+`train_input_fn(input_context)` zips the face, labeled and unlabeled streams into
+one dict with explicit keys, each stream with its own per-replica batch size:
+
+  face_images      [Bf, H, W, 1] float32 in [-1, 1]
+  face_labels      [Bf] int32 class id
+  labeled_logmel   [Bl, mels, T] float32, log-mel, normalised
+  labeled_labels   [Bl] int32 class id
+  unlabeled_logmel [Bu, mels, T] float32, log-mel, normalised
+  unlabeled_index  [Bu] int32, the clip's `index` in the train_unlabeled split
+
+A stream whose split is empty (e.g. no unlabeled clips at label_fraction=1) is
+left out of the dict.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable
+
+import tensorflow as tf
+
+from i2a_tf.config import Config
+from i2a_tf.data import schema
+from i2a_tf.data.frontend import BandStatistics, logmel_features, waveform_features
+from i2a_tf.data.prepare import FACE_SPLIT, band_statistics, load_dataset_info
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# Distinct stateless-random streams per use.
+_CROP, _FREQ_MASK, _TIME_MASK, _FLIP = 1, 2, 3, 4
+
+
+class DatasetInfo:
+    """dataset.json plus where its files are."""
+
+    def __init__(self, data_dir: str):
+        self.data_dir = data_dir
+        self.info = load_dataset_info(data_dir)
+        self.classes = tuple(self.info["classes"])
+        self.statistics: BandStatistics = band_statistics(self.info)
+
+    def num_examples(self, split: str) -> int:
+        return int(self.info["splits"][split]["num_examples"])
+
+    def files(self, split: str, kind: str) -> list[str]:
+        key = {"audio": "audio_files", "logmel": "logmel_files",
+               "faces": "face_files"}[kind]
+        entry = self.info["splits"][split]
+        if key not in entry:
+            raise ValueError(
+                f"--use_precomputed_logmel: split '{split}' has no {kind} records in "
+                f"{self.data_dir}; re-run --mode=prepare with --precompute_logmel")
+        return [os.path.join(self.data_dir, name) for name in entry[key]]
+
+
+def _options(deterministic: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_optimization.map_parallelization = True
+    return options
+
+
+def _records(files: list[str], training: bool, seed: int, deterministic: bool,
+             input_context: tf.distribute.InputContext | None) -> tf.data.Dataset:
+    """Serialized records, sharded across input pipelines.
+
+    Shards by file when there are at least as many files as pipelines, else by
+    record (small splits have a single file).
+    """
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    by_file = len(files) >= num_pipelines
+    if num_pipelines > 1 and by_file:
+        dataset = dataset.shard(num_pipelines, pipeline_id)
+    if training and len(files) > 1:
+        dataset = dataset.shuffle(len(files), seed=seed)
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 4),
+        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if num_pipelines > 1 and not by_file:
+        dataset = dataset.shard(num_pipelines, pipeline_id)
+    return dataset
+
+
+def _seeded_batches(dataset: tf.data.Dataset, seed: int,
+                    pipeline_id: int) -> tf.data.Dataset:
+    """Pairs each batch with a [2] int32 stateless seed unique to the batch."""
+    counter = tf.data.Dataset.counter(dtype=tf.int64)
+    return tf.data.Dataset.zip((dataset, counter)).map(
+        lambda batch, step: (batch, tf.stack([
+            tf.constant((seed * 1009 + pipeline_id) % 2147483647, tf.int32),
+            tf.cast(step % 2147483647, tf.int32)])))
+
+
+def _stream_seed(seed: tf.Tensor, stream: int) -> tf.Tensor:
+    return tf.stack([seed[0], seed[1] * 8 + stream])
+
+
+def spec_augment(logmel: tf.Tensor, seed: tf.Tensor, *, freq_mask_bands: int,
+                 time_mask_frames: int, num_freq_masks: int,
+                 num_time_masks: int) -> tf.Tensor:
+    """SpecAugment masks (Park et al. 2019) set to 0, the band mean.
+
+    logmel: [B, mels, T] float32, normalised. seed: [2] int32 stateless seed.
+    Each mask has a width drawn uniformly from [0, max width] and a uniform start.
+    """
+    def masks(axis_size, max_width, count, stream):
+        if count == 0 or max_width == 0:
+            return None
+        batch = tf.shape(logmel)[0]
+        draws = tf.random.stateless_uniform(
+            [batch, count, 2], _stream_seed(seed, stream))
+        width = tf.cast(tf.floor(draws[..., 0] * (max_width + 1)), tf.int32)
+        start = tf.cast(tf.floor(
+            draws[..., 1] * tf.cast(axis_size - width + 1, tf.float32)), tf.int32)
+        positions = tf.range(axis_size)[tf.newaxis, tf.newaxis, :]
+        inside = tf.logical_and(positions >= start[..., tf.newaxis],
+                                positions < (start + width)[..., tf.newaxis])
+        return tf.reduce_any(inside, axis=1)  # [B, axis_size]
+
+    mels, frames = tf.shape(logmel)[1], tf.shape(logmel)[2]
+    keep = tf.ones_like(logmel, tf.bool)
+    freq = masks(mels, freq_mask_bands, num_freq_masks, _FREQ_MASK)
+    if freq is not None:
+        keep = tf.logical_and(keep, tf.logical_not(freq)[:, :, tf.newaxis])
+    time = masks(frames, time_mask_frames, num_time_masks, _TIME_MASK)
+    if time is not None:
+        keep = tf.logical_and(keep, tf.logical_not(time)[:, tf.newaxis, :])
+    return tf.where(keep, logmel, tf.zeros_like(logmel))
+
+
+def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bool,
+                  batch_size: int,
+                  input_context: tf.distribute.InputContext | None = None,
+                  ) -> tf.data.Dataset:
+    """Batches of one audio split.
+
+    Training: shuffled, repeated forever, full batches only, random crops and
+    optional SpecAugment. Evaluation: file order, one pass, last partial batch
+    kept, centred crops. Elements are dicts:
+
+      logmel      [B, mels, T] float32, log-mel, normalised
+      label       [B] int32, class id or -1 where hidden
+      true_label  [B] int32 (analysis only; never feed it to a loss)
+      index       [B] int32, position in the split
+      speaker     [B] tf.string
+    """
+    inputs = config.input
+    frontend = config.frontend
+    precomputed = inputs.use_precomputed_logmel
+    files = data.files(split, "logmel" if precomputed else "audio")
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    dataset = _records(files, training, config.data.seed, inputs.deterministic,
+                       input_context)
+    num_mels = frontend.num_mels
+
+    def parse(serialized):
+        if precomputed:
+            features = schema.parse_logmel(serialized)
+            signal = schema.decode_logmel(features["logmel"], num_mels)
+            length = tf.cast(features["num_frames"], tf.int32)
+        else:
+            features = schema.parse_audio(serialized)
+            signal = schema.decode_waveform(features["waveform"])
+            length = tf.cast(features["num_samples"], tf.int32)
+        return {"signal": signal, "length": length,
+                "label": tf.cast(features["label"], tf.int32),
+                "true_label": tf.cast(features["true_label"], tf.int32),
+                "index": tf.cast(features["index"], tf.int32),
+                "speaker": features["speaker"]}
+
+    if training:
+        if inputs.cache:
+            dataset = dataset.cache()
+        dataset = dataset.shuffle(inputs.shuffle_buffer, seed=config.data.seed,
+                                  reshuffle_each_iteration=True).repeat()
+    dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE,
+                          deterministic=inputs.deterministic)
+    dataset = dataset.padded_batch(batch_size, drop_remainder=training)
+    dataset = _seeded_batches(dataset, config.data.seed, pipeline_id)
+    statistics = data.statistics
+
+    def features(batch, seed):
+        crop = None
+        if training:
+            crop = tf.random.stateless_uniform(
+                tf.shape(batch["length"]), _stream_seed(seed, _CROP))
+        if precomputed:
+            logmel = logmel_features(batch["signal"], batch["length"], statistics,
+                                     frontend, crop)
+        else:
+            logmel = waveform_features(batch["signal"], batch["length"], statistics,
+                                       frontend, crop)
+        if training and inputs.spec_augment:
+            logmel = spec_augment(
+                logmel, seed, freq_mask_bands=inputs.freq_mask_bands,
+                time_mask_frames=inputs.time_mask_frames,
+                num_freq_masks=inputs.num_freq_masks,
+                num_time_masks=inputs.num_time_masks)
+        out = {key: batch[key] for key in ("label", "true_label", "index", "speaker")}
+        out["logmel"] = tf.ensure_shape(logmel, [None, num_mels, frontend.num_frames])
+        return out
+
+    dataset = dataset.map(features, num_parallel_calls=AUTOTUNE,
+                          deterministic=inputs.deterministic)
+    return dataset.prefetch(AUTOTUNE).with_options(_options(inputs.deterministic))
+
+
+def face_dataset(data: DatasetInfo, config: Config, *, training: bool,
+                 batch_size: int,
+                 input_context: tf.distribute.InputContext | None = None,
+                 ) -> tf.data.Dataset:
+    """Batches of face images: {"image": [B, H, W, 1] float32 in [-1, 1],
+    "label": [B] int32}. Training: shuffled, repeated, optional random flips."""
+    inputs = config.input
+    size = int(data.info["splits"][FACE_SPLIT]["image_size"])
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    dataset = _records(data.files(FACE_SPLIT, "faces"), training, config.data.seed,
+                       inputs.deterministic, input_context)
+    if training:
+        if inputs.cache:
+            dataset = dataset.cache()
+        dataset = dataset.shuffle(inputs.shuffle_buffer, seed=config.data.seed,
+                                  reshuffle_each_iteration=True).repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=training)
+    dataset = _seeded_batches(dataset, config.data.seed, pipeline_id)
+
+    def decode(serialized, seed):
+        features = schema.parse_face(serialized)
+        pixels = tf.io.decode_raw(features["image"], tf.uint8)
+        images = tf.reshape(pixels, [-1, size, size, 1])
+        images = tf.cast(images, tf.float32) / 127.5 - 1.0
+        if training and inputs.face_flip:
+            flip = tf.random.stateless_uniform(
+                [tf.shape(images)[0]], _stream_seed(seed, _FLIP)) < 0.5
+            images = tf.where(flip[:, tf.newaxis, tf.newaxis, tf.newaxis],
+                              tf.reverse(images, axis=[2]), images)
+        return {"image": images, "label": tf.cast(features["label"], tf.int32)}
+
+    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE,
+                          deterministic=inputs.deterministic)
+    return dataset.prefetch(AUTOTUNE).with_options(_options(inputs.deterministic))
+
+
+def _per_replica(global_batch: int, input_context) -> int:
+    if input_context is None:
+        return global_batch
+    return input_context.get_per_replica_batch_size(global_batch)
+
+
+def make_train_input_fn(config: Config) -> Callable[[tf.distribute.InputContext | None],
+                                                    tf.data.Dataset]:
+    """Returns `input_fn(input_context)` for `strategy.distribute_datasets_from_function`.
+
+    The dict it yields is described in the module docstring.
+    """
+    data = DatasetInfo(config.data_dir)
+    inputs = config.input
+
+    def input_fn(input_context: tf.distribute.InputContext | None = None):
+        streams = {}
+        faces = face_dataset(data, config, training=True, input_context=input_context,
+                             batch_size=_per_replica(inputs.face_batch_size, input_context))
+        streams["faces"] = faces.map(
+            lambda b: {"face_images": b["image"], "face_labels": b["label"]})
+        audio = functools.partial(audio_dataset, data, config=config, training=True,
+                                  input_context=input_context)
+        if data.num_examples("train_labeled"):
+            streams["labeled"] = audio(
+                "train_labeled",
+                batch_size=_per_replica(inputs.labeled_batch_size, input_context)).map(
+                    lambda b: {"labeled_logmel": b["logmel"], "labeled_labels": b["label"]})
+        if data.num_examples("train_unlabeled"):
+            streams["unlabeled"] = audio(
+                "train_unlabeled",
+                batch_size=_per_replica(inputs.unlabeled_batch_size, input_context)).map(
+                    lambda b: {"unlabeled_logmel": b["logmel"],
+                               "unlabeled_index": b["index"]})
+        zipped = tf.data.Dataset.zip(tuple(streams.values()))
+        merged = zipped.map(lambda *parts: {k: v for part in parts for k, v in part.items()})
+        return merged.prefetch(AUTOTUNE).with_options(_options(inputs.deterministic))
+
+    return input_fn
+
+
+def eval_dataset(config: Config, split: str) -> tf.data.Dataset:
+    """One centred-crop pass over `split` (see `audio_dataset` for the elements)."""
+    data = DatasetInfo(config.data_dir)
+    return audio_dataset(data, split, config, training=False,
+                         batch_size=config.input.eval_batch_size)

@@ -1,0 +1,32 @@
+"""Installs i2a_tf: Image2Audio semi-supervised speech emotion recognition."""
+
+import setuptools
+
+setuptools.setup(
+    name="i2a_tf",
+    version="0.1.0",
+    description=(
+        "Image2Audio in TensorFlow 2 / Keras 3: semi-supervised speech emotion "
+        "recognition from few labeled clips, unlabeled speech and labeled faces."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["i2a_tf", "i2a_tf.*"]),
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "tensorflow-probability>=0.25,<0.26",
+        # tensorflow-probability refuses to import without tf-keras.
+        "tf-keras>=2.21,<2.22",
+        "numpy>=1.26,<3",
+        "absl-py>=2.1,<3",
+        "scikit-learn>=1.5,<2",
+        "scipy>=1.13,<2",
+        "soundfile>=0.12,<1",
+        "pillow>=10,<14",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10"],
+    },
+)
