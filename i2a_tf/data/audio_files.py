@@ -58,7 +58,7 @@ def read_waveform(path: str, target_rate: int = 16000) -> np.ndarray:
     """
     try:
         if os.path.getsize(path) == 0:
-            raise AudioReadError(path, "empty file (0 bytes)")
+            raise AudioReadError(path, "empty file: 0 bytes")
     except OSError as error:
         raise AudioReadError(path, f"unreadable: {error.strerror or error}") from error
     try:
@@ -66,7 +66,7 @@ def read_waveform(path: str, target_rate: int = 16000) -> np.ndarray:
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise AudioReadError(path, f"unreadable audio: {error}") from error
     if samples.shape[0] == 0:
-        raise AudioReadError(path, "empty audio (no samples)")
+        raise AudioReadError(path, "empty file: no audio samples")
     mono = to_mono_float(samples)
     if not np.all(np.isfinite(mono)):
         raise AudioReadError(path, "audio contains NaN or infinite samples")

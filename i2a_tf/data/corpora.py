@@ -59,8 +59,8 @@ def _scan_files(root: str, extensions: tuple[str, ...], kind: str,
     scan = Scan([], [])
     for path in _walk(root):
         if not path.lower().endswith(extensions):
-            scan.skipped.append({"path": path, "reason": f"not {kind} file "
-                                 f"(extension '{os.path.splitext(path)[1]}')"})
+            scan.skipped.append({"path": path, "reason": f"not {kind} file: "
+                                 f"extension '{os.path.splitext(path)[1]}'"})
             continue
         parsed = parse(path)
         if isinstance(parsed, str):
@@ -85,7 +85,7 @@ def _parse_emodb(path: str):
     stem = _stem(path)
     match = _EMODB_NAME.match(stem)
     if not match:
-        return "file name does not follow the EmoDB convention SSTTTEv (e.g. 03a01Fa.wav)"
+        return "bad file name: does not follow the EmoDB convention SSTTTEv (e.g. 03a01Fa.wav)"
     speaker, _, emotion, _ = match.groups()
     if emotion not in EMODB_EMOTIONS:
         return f"unknown label: EmoDB emotion letter '{emotion}'"
@@ -101,7 +101,7 @@ def _parse_ravdess(path: str):
     stem = _stem(path)
     match = _RAVDESS_NAME.match(stem)
     if not match:
-        return ("file name does not follow the RAVDESS convention "
+        return ("bad file name: does not follow the RAVDESS convention "
                 "MM-VV-EE-II-SS-RR-AA (e.g. 03-01-05-01-02-01-12.wav)")
     emotion, actor = match.group(3), match.group(7)
     if emotion not in RAVDESS_EMOTIONS:
@@ -118,7 +118,7 @@ def _parse_cremad(path: str):
     stem = _stem(path)
     match = _CREMAD_NAME.match(stem)
     if not match:
-        return ("file name does not follow the CREMA-D convention "
+        return ("bad file name: does not follow the CREMA-D convention "
                 "AAAA_SSS_EEE_LL (e.g. 1001_DFA_ANG_XX.wav)")
     actor, _, emotion, _ = match.groups()
     if emotion not in CREMAD_EMOTIONS:
@@ -135,7 +135,7 @@ def _parse_tess(path: str):
     stem = _stem(path)
     parts = stem.split("_")
     if len(parts) < 3 or parts[0].upper() not in ("OAF", "YAF"):
-        return ("file name does not follow the TESS convention "
+        return ("bad file name: does not follow the TESS convention "
                 "SPK_word_emotion with SPK in OAF/YAF (e.g. OAF_back_angry.wav)")
     emotion = parts[-1].lower()
     if emotion not in TESS_EMOTIONS:
@@ -166,7 +166,7 @@ def scan_speech(corpus: str, root: str) -> Scan:
         def parse_folder(path):
             parts = _class_folder_parts(root, path)
             if parts is None:
-                return "not inside a class folder (<root>/<class>/<speaker>_<name>)"
+                return "not inside a class folder: expected <root>/<class>/<speaker>_<name>"
             label, speaker = parts
             relative = os.path.splitext(os.path.relpath(path, root))[0]
             return SpeechItem(path, label, speaker, relative.replace(os.sep, "/"))
@@ -184,7 +184,7 @@ JAFFE_EMOTIONS = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness
 def _parse_jaffe(path: str):
     parts = os.path.basename(path).split(".")
     if len(parts) < 3 or len(parts[1]) < 2:
-        return ("file name does not follow the JAFFE convention "
+        return ("bad file name: does not follow the JAFFE convention "
                 "SS.EEn.id.tiff (e.g. KA.AN1.39.tiff)")
     code = parts[1][:2].upper()
     if code not in JAFFE_EMOTIONS:
@@ -253,7 +253,7 @@ def scan_faces(corpus: str, root: str) -> Scan:
         def parse_folder(path):
             parts = _class_folder_parts(root, path)
             if parts is None:
-                return "not inside a class folder (<root>/<class>/<file>)"
+                return "not inside a class folder: expected <root>/<class>/<file>"
             label, subject = parts
             return FaceItem(path, label, subject if subject_from_name else "")
         return _scan_files(root, IMAGE_EXTENSIONS, "an image", parse_folder)

@@ -175,7 +175,7 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
             length = tf.cast(features["num_frames"], tf.int32)
         else:
             features = schema.parse_audio(serialized)
-            signal = schema.decode_waveform(features["waveform"])
+            signal = schema.decode_waveform_int16(features["waveform"])
             length = tf.cast(features["num_samples"], tf.int32)
         return {"signal": signal, "length": length,
                 "label": tf.cast(features["label"], tf.int32),
@@ -203,8 +203,8 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
             logmel = logmel_features(batch["signal"], batch["length"], statistics,
                                      frontend, crop)
         else:
-            logmel = waveform_features(batch["signal"], batch["length"], statistics,
-                                       frontend, crop)
+            logmel = waveform_features(schema.waveform_to_float(batch["signal"]),
+                                       batch["length"], statistics, frontend, crop)
         if training and inputs.spec_augment:
             logmel = spec_augment(
                 logmel, seed, freq_mask_bands=inputs.freq_mask_bands,

@@ -129,7 +129,7 @@ def _decode_speech(labeled_items, config: Config, skipped: list) -> list[_Clip]:
                             f"{config.data.min_duration_s} s"})
             continue
         if not np.any(waveform):
-            skipped.append({"path": item.path, "reason": "silent (all samples zero)"})
+            skipped.append({"path": item.path, "reason": "silent: all samples are zero"})
             continue
         clips.append(_Clip(item, class_id, waveform))
     return clips

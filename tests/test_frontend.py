@@ -1,0 +1,148 @@
+"""The log-mel front end against an independent NumPy reference, and the
+trim / crop / pad / normalise arithmetic on hand-checked cases."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tone
+from i2a_tf.config import FrontEndConfig
+from i2a_tf.data import frontend
+
+CONFIG = FrontEndConfig()
+
+
+def _hz_to_mel(hz):
+    return 1127.0 * np.log1p(np.asarray(hz, np.float64) / 700.0)
+
+
+def reference_log_mel(waveform, config=CONFIG):
+    """NumPy/SciPy reference: framed periodic-Hann rFFT power, HTK triangles."""
+    import scipy.signal
+    n, hop, nfft = config.frame_length, config.frame_step, config.fft_length
+    frames = 1 + (len(waveform) - n) // hop
+    window = scipy.signal.get_window("hann", n, fftbins=True)
+    framed = np.stack([waveform[i * hop:i * hop + n] for i in range(frames)]) * window
+    power = np.abs(np.fft.rfft(framed, n=nfft)) ** 2
+    bins = np.linspace(0, config.sample_rate / 2, nfft // 2 + 1)
+    edges = np.linspace(_hz_to_mel(config.fmin_hz), _hz_to_mel(config.fmax_hz),
+                        config.num_mels + 2)
+    mel = _hz_to_mel(bins)[:, None]
+    lower = (mel - edges[None, :-2]) / (edges[1:-1] - edges[:-2])
+    upper = (edges[None, 2:] - mel) / (edges[2:] - edges[1:-1])
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights[0] = 0.0  # the DC bin carries no mel weight
+    return np.log(power @ weights + config.log_eps)
+
+
+def test_log_mel_matches_numpy_reference():
+    waveform = tone(0.5, freq=310.0, amplitude=0.4).astype(np.float32)
+    ours = frontend.log_mel(waveform[None], CONFIG).numpy()[0]
+    reference = reference_log_mel(waveform.astype(np.float64))
+    assert ours.shape == reference.shape == (1 + (8000 - 400) // 160, 64)
+    loud = reference > -8  # compare where float32 rounding is not the story
+    assert loud.mean() > 0.5
+    np.testing.assert_allclose(ours[loud], reference[loud], atol=2e-3, rtol=0)
+
+
+def test_log_mel_pads_clips_shorter_than_one_window():
+    out = frontend.log_mel(np.zeros((2, 100), np.float32), CONFIG)
+    assert out.shape == (2, 1, 64)
+    np.testing.assert_allclose(out.numpy(), np.log(CONFIG.log_eps), rtol=1e-6)
+
+
+def test_num_frames_for():
+    got = frontend.num_frames_for(tf.constant([400, 559, 560, 16000, 10]), CONFIG)
+    assert got.numpy().tolist() == [1, 1, 2, 98, 1]
+
+
+def test_voiced_bounds_trims_leading_and_trailing_silence():
+    # 0.3 s silence, 0.5 s tone, 0.3 s silence: voiced frames start near frame 30.
+    waveform = tone(0.5, silence_s=0.3).astype(np.float32)
+    logmel = frontend.log_mel(waveform[None], CONFIG)
+    num_frames = frontend.num_frames_for([len(waveform)], CONFIG)
+    start, end = frontend.voiced_bounds(logmel, num_frames, trim_db=40.0)
+    # A frame is voiced once its 400-sample window reaches the tone at 4800.
+    assert 27 <= int(start[0]) <= 30
+    assert 77 <= int(end[0]) <= 80
+    start, end = frontend.voiced_bounds(logmel, num_frames, trim_db=0.0)
+    assert (int(start[0]), int(end[0])) == (0, int(num_frames[0]) - 1)
+
+
+def test_voiced_bounds_ignores_padding_frames():
+    loud = np.ones((1, 10, 4), np.float32)
+    start, end = frontend.voiced_bounds(tf.constant(loud), tf.constant([6]), 40.0)
+    assert (int(start[0]), int(end[0])) == (0, 5)
+
+
+def _frames(n, mels=2):
+    """[1, n, mels] log-mel whose value is the frame number, for index checks."""
+    return tf.constant(np.repeat(np.arange(n, dtype=np.float32)[None, :, None], mels, 2))
+
+
+@pytest.mark.parametrize("pad_mode", ["repeat", "mean"])
+def test_fixed_length_centre_crop_of_long_clip(pad_mode):
+    config = FrontEndConfig(num_frames=4, pad_mode=pad_mode)
+    # voiced frames 2..11 (L = 10), T = 4: centred shift (10 - 4) // 2 = 3 -> 5..8
+    window, valid = frontend.fixed_length(_frames(14), tf.constant([2]),
+                                          tf.constant([11]), config)
+    assert window.numpy()[0, :, 0].tolist() == [5, 6, 7, 8]
+    assert valid.numpy().all()
+
+
+def test_fixed_length_pads_short_clip():
+    # voiced frames 3..5 (L = 3), T = 7: shift floor((3 - 7) / 2) = -2.
+    repeat, valid = frontend.fixed_length(
+        _frames(9), tf.constant([3]), tf.constant([5]),
+        FrontEndConfig(num_frames=7, pad_mode="repeat"))
+    assert repeat.numpy()[0, :, 0].tolist() == [4, 5, 3, 4, 5, 3, 4]
+    assert valid.numpy().all()
+    _, valid = frontend.fixed_length(
+        _frames(9), tf.constant([3]), tf.constant([5]),
+        FrontEndConfig(num_frames=7, pad_mode="mean"))
+    assert valid.numpy()[0].tolist() == [False, False, True, True, True, False, False]
+
+
+def test_fixed_length_random_crop_covers_range():
+    config = FrontEndConfig(num_frames=4)
+    fractions = tf.constant([0.0, 0.999, 0.5], tf.float32)
+    logmel = tf.concat([_frames(14)] * 3, axis=0)
+    window, _ = frontend.fixed_length(logmel, tf.constant([2, 2, 2]),
+                                      tf.constant([11, 11, 11]), config, fractions)
+    # shift in [0, 6]: fraction 0 -> 0, 0.999 -> 6, 0.5 -> floor(3.5) = 3
+    assert window.numpy()[:, 0, 0].tolist() == [2, 8, 5]
+
+
+def test_normalise_transposes_and_zeroes_invalid_frames():
+    window = tf.constant([[[1.0, 10.0], [3.0, 30.0]]])  # [1, T=2, mels=2]
+    stats = frontend.BandStatistics(np.array([1.0, 10.0], np.float32),
+                                    np.array([2.0, 10.0], np.float32))
+    out = frontend.normalise(window, tf.constant([[True, False]]), stats).numpy()
+    assert out.shape == (1, 2, 2)
+    np.testing.assert_allclose(out[0], [[0.0, 0.0], [0.0, 0.0]])
+    out = frontend.normalise(window, tf.constant([[True, True]]), stats).numpy()
+    np.testing.assert_allclose(out[0], [[0.0, 1.0], [0.0, 2.0]])
+
+
+def test_statistics_accumulator_matches_numpy_over_voiced_frames():
+    rng = np.random.default_rng(0)
+    logmel = rng.normal(size=(3, 10, 4))
+    start, end = np.array([0, 2, 5]), np.array([9, 4, 5])
+    accumulator = frontend.StatisticsAccumulator(4)
+    accumulator.add(logmel, start, end)
+    stats = accumulator.result()
+    frames = np.concatenate([logmel[0], logmel[1, 2:5], logmel[2, 5:6]])
+    np.testing.assert_allclose(stats.mean, frames.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(stats.std, frames.std(0), rtol=1e-5)
+
+
+def test_waveform_features_shape_and_padding_independence():
+    stats = frontend.BandStatistics(np.zeros(64, np.float32), np.ones(64, np.float32))
+    config = FrontEndConfig(num_frames=30)
+    clip = tone(0.4, silence_s=0.05).astype(np.float32)
+    alone = frontend.waveform_features(clip[None], [len(clip)], stats, config)
+    padded = np.concatenate([clip, np.zeros(5000, np.float32)])[None]
+    in_batch = frontend.waveform_features(padded, [len(clip)], stats, config)
+    assert alone.shape == (1, 64, 30)
+    # Zero padding added by batching must not change the features.
+    np.testing.assert_allclose(alone.numpy(), in_batch.numpy(), atol=1e-5)

@@ -1,0 +1,150 @@
+"""tf.data readers: shapes, dtypes, ranges, sharding, determinism, and the
+precomputed-log-mel path against the raw-waveform reference."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import make_folder_corpora, small_config
+from i2a_tf.data import pipeline
+from i2a_tf.data.prepare import prepare
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("pipeline"))
+    speech, faces = make_folder_corpora(os.path.join(root, "corpora"), seconds=1.2)
+    config = small_config(os.path.join(root, "work"), speech, faces,
+                          precompute_logmel=True, records_per_shard=4)
+    prepare(config)
+    return config, pipeline.DatasetInfo(config.data_dir)
+
+
+def _with_input(config, **changes):
+    return dataclasses.replace(config, input=dataclasses.replace(config.input, **changes))
+
+
+def test_train_input_fn_yields_the_documented_dict(prepared):
+    config, data = prepared
+    batch = next(iter(pipeline.make_train_input_fn(config)(None)))
+    assert set(batch) == {"face_images", "face_labels", "labeled_logmel",
+                          "labeled_labels", "unlabeled_logmel", "unlabeled_index"}
+    assert batch["face_images"].shape == (4, 48, 48, 1)
+    assert batch["face_images"].dtype == tf.float32
+    assert -1.0 <= float(tf.reduce_min(batch["face_images"])) < 0.0
+    assert 0.0 < float(tf.reduce_max(batch["face_images"])) <= 1.0
+    assert batch["labeled_logmel"].shape == (4, 64, 50)
+    assert batch["unlabeled_logmel"].shape == (4, 64, 50)
+    for key in ("face_labels", "labeled_labels"):
+        assert batch[key].dtype == tf.int32
+        assert np.all((batch[key].numpy() >= 0) & (batch[key].numpy() < 5))
+    index = batch["unlabeled_index"].numpy()
+    assert np.all((index >= 0) & (index < data.num_examples("train_unlabeled")))
+    assert np.all(np.isfinite(batch["labeled_logmel"].numpy()))
+    assert np.abs(batch["labeled_logmel"].numpy()).max() < 20
+
+
+def test_empty_unlabeled_split_is_left_out(tmp_path):
+    speech, faces = make_folder_corpora(str(tmp_path / "corpora"),
+                                        speakers=("spkA", "spkD"), clips_per_class=1)
+    config = small_config(str(tmp_path / "work"), speech, faces, label_fraction=1.0)
+    prepare(config)
+    batch = next(iter(pipeline.make_train_input_fn(config)(None)))
+    assert "unlabeled_logmel" not in batch and "labeled_logmel" in batch
+
+
+def test_input_context_sets_batch_and_shards_disjointly(prepared):
+    config, data = prepared
+    seen = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2,
+                                             input_pipeline_id=pipeline_id,
+                                             num_replicas_in_sync=2)
+        batch = next(iter(pipeline.make_train_input_fn(config)(context)))
+        assert batch["labeled_logmel"].shape[0] == 2  # global 4 over 2 replicas
+        assert batch["face_images"].shape[0] == 2
+        indices = []
+        for part in pipeline.audio_dataset(data, "train_unlabeled", config,
+                                           training=False, batch_size=3,
+                                           input_context=context):
+            indices.extend(part["index"].numpy().tolist())
+        seen.append(set(indices))
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(range(data.num_examples("train_unlabeled")))
+
+
+def test_deterministic_option_repeats_batches_exactly(prepared):
+    config, _ = prepared
+    config = _with_input(config, deterministic=True)
+
+    def first_batches():
+        iterator = iter(pipeline.make_train_input_fn(config)(None))
+        return [next(iterator) for _ in range(3)]
+
+    for a, b in zip(first_batches(), first_batches()):
+        for key in a:
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+
+
+def test_eval_is_one_centred_pass_with_true_labels(prepared):
+    config, data = prepared
+    batches = list(pipeline.eval_dataset(config, "test"))
+    labels = np.concatenate([b["label"].numpy() for b in batches])
+    assert len(labels) == data.num_examples("test")
+    np.testing.assert_array_equal(
+        labels, np.concatenate([b["true_label"].numpy() for b in batches]))
+    again = list(pipeline.eval_dataset(config, "test"))
+    np.testing.assert_array_equal(batches[0]["logmel"].numpy(), again[0]["logmel"].numpy())
+
+
+def test_training_crops_are_random_eval_crops_fixed(prepared):
+    config, data = prepared
+    config = _with_input(config, spec_augment=False)
+    # One clip's training windows across epochs differ; its eval window never does.
+    dataset = pipeline.audio_dataset(data, "train_unlabeled", config, training=True,
+                                     batch_size=1)
+    windows = {}
+    for batch in dataset.take(8 * data.num_examples("train_unlabeled")):
+        windows.setdefault(int(batch["index"][0]), []).append(batch["logmel"].numpy())
+    varied = [len({w.tobytes() for w in ws}) > 1 for ws in windows.values() if len(ws) > 2]
+    assert varied and any(varied)
+
+
+def test_precomputed_logmel_matches_raw_waveform_path(prepared):
+    config, data = prepared
+    raw = list(pipeline.audio_dataset(data, "test", config, training=False, batch_size=8))
+    pre = list(pipeline.audio_dataset(data, "test", _with_input(
+        config, use_precomputed_logmel=True), training=False, batch_size=8))
+    for a, b in zip(raw, pre):
+        np.testing.assert_array_equal(a["index"].numpy(), b["index"].numpy())
+        np.testing.assert_allclose(a["logmel"].numpy(), b["logmel"].numpy(), atol=1e-4)
+
+
+def test_spec_augment_masks_whole_bands_and_frames():
+    logmel = tf.ones([3, 16, 40])
+    out = pipeline.spec_augment(logmel, tf.constant([1, 2]), freq_mask_bands=4,
+                                time_mask_frames=10, num_freq_masks=1,
+                                num_time_masks=1).numpy()
+    assert out.shape == (3, 16, 40) and set(np.unique(out)) <= {0.0, 1.0}
+    for example in out:
+        zero_bands = np.all(example == 0, axis=1)
+        zero_frames = np.all(example == 0, axis=0)
+        # Every zero lies in a fully masked band or a fully masked frame.
+        assert np.all((example == 1) | zero_bands[:, None] | zero_frames[None, :])
+        assert zero_bands.sum() <= 4 and zero_frames.sum() <= 10
+    assert (out == 0).any()
+    same = pipeline.spec_augment(logmel, tf.constant([1, 2]), freq_mask_bands=4,
+                                 time_mask_frames=10, num_freq_masks=1,
+                                 num_time_masks=1).numpy()
+    np.testing.assert_array_equal(out, same)  # stateless: same seed, same masks
+
+
+def test_missing_precomputed_records_is_a_clear_error(tmp_path):
+    speech, faces = make_folder_corpora(str(tmp_path / "corpora"), clips_per_class=1)
+    config = small_config(str(tmp_path / "work"), speech, faces)
+    prepare(config)
+    with pytest.raises(ValueError, match="--use_precomputed_logmel"):
+        pipeline.eval_dataset(_with_input(config, use_precomputed_logmel=True), "test")
