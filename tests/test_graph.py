@@ -1,0 +1,404 @@
+"""Tests of i2a_tf.graph against independent NumPy / sklearn implementations."""
+
+import heapq
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import make_moons
+from sklearn.semi_supervised import LabelSpreading
+
+from i2a_tf import density
+from i2a_tf import graph
+
+
+def _brute_force_knn(points, k):
+    points = np.asarray(points, np.float64)
+    distances = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(distances, np.inf)
+    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(distances, order, axis=1)
+
+
+def _undirected_strengths(indices, strengths):
+    """{u: {v: strength}} over both directions, the larger strength per pair."""
+    adjacency = {}
+    for u, row in enumerate(indices):
+        for v, strength in zip(row, strengths[u]):
+            if v < 0 or v == u:
+                continue
+            for a, b in ((u, int(v)), (int(v), u)):
+                adjacency.setdefault(a, {})
+                adjacency[a][b] = max(adjacency[a].get(b, 0.0), float(strength))
+    return adjacency
+
+
+def _brute_force_widest_path(indices, strengths, labels, num_classes):
+    """Modified Dijkstra (max-heap on the bottleneck), one run per class."""
+    adjacency = _undirected_strengths(indices, strengths)
+    num_nodes = len(labels)
+    paths = np.zeros((num_nodes, num_classes), np.float64)
+    for c in range(num_classes):
+        blocked = (labels >= 0) & (labels != c)
+        best = np.zeros(num_nodes)
+        heap = []
+        for source in np.flatnonzero(labels == c):
+            best[source] = np.inf
+            heap.append((-np.inf, int(source)))
+        heapq.heapify(heap)
+        while heap:
+            negated, u = heapq.heappop(heap)
+            if -negated < best[u]:
+                continue
+            for v, strength in adjacency.get(u, {}).items():
+                if blocked[v]:
+                    continue
+                through = min(-negated, strength)
+                if through > best[v]:
+                    best[v] = through
+                    heapq.heappush(heap, (-through, v))
+        paths[:, c] = best
+    return paths
+
+
+def _random_padded_graph(rng, num_nodes, max_neighbours, num_classes, labeled_fraction=0.2):
+    indices = rng.integers(0, num_nodes, size=(num_nodes, max_neighbours)).astype(np.int32)
+    indices[rng.random(indices.shape) < 0.3] = -1
+    # Few distinct strength values make ties (and equal alternatives) common.
+    strengths = rng.choice([0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0], size=indices.shape)
+    strengths = np.where(indices >= 0, strengths, 0.0).astype(np.float32)
+    labels = np.where(
+        rng.random(num_nodes) < labeled_fraction, rng.integers(0, num_classes, num_nodes), -1
+    ).astype(np.int32)
+    return indices, strengths, labels
+
+
+# --------------------------------------------------------------------- kNN graph
+
+
+@pytest.mark.parametrize(
+    "num_nodes,k,block_elements", [(300, 7, None), (101, 5, 500), (12, 11, None)]
+)
+def test_knn_graph_matches_brute_force(num_nodes, k, block_elements):
+    rng = np.random.default_rng(num_nodes)
+    points = (rng.normal(size=(num_nodes, 16)) + 10.0).astype(np.float32)
+    indices, distances = graph.knn_graph(points, k, block_elements=block_elements)
+    expected_indices, expected_distances = _brute_force_knn(points, k)
+    assert indices.dtype == tf.int32 and indices.shape == (num_nodes, k)
+    assert distances.dtype == tf.float32
+    np.testing.assert_array_equal(indices.numpy(), expected_indices)
+    np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-5, atol=1e-5)
+
+
+def test_knn_graph_with_duplicates_excludes_self_by_index():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(40, 8)).astype(np.float32)
+    points[10:20] = points[0]  # eleven copies of the same point
+    indices, distances = graph.knn_graph(points, 10)
+    rows = np.arange(40)[:, None]
+    assert not np.any(indices.numpy() == rows)
+    copies = set(range(10, 20)) | {0}
+    for i in copies:
+        assert set(indices.numpy()[i]) == copies - {i}
+        np.testing.assert_array_equal(distances.numpy()[i], 0.0)
+    assert np.all(np.isfinite(distances.numpy()))
+
+
+def test_knn_graph_rejects_k_out_of_range():
+    with pytest.raises(ValueError):
+        graph.knn_graph(np.zeros((5, 2), np.float32), 5)
+
+
+def test_knn_graph_with_density_gives_leave_one_out_kde():
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(150, 12)).astype(np.float32)
+    result = graph.knn_graph_with_density(points, 6, 0.9, block_elements=2000)
+    indices, _ = graph.knn_graph(points, 6)
+    np.testing.assert_array_equal(result.indices.numpy(), indices.numpy())
+    np.testing.assert_allclose(
+        result.node_log_densities.numpy(),
+        density.leave_one_out_kde_log_prob(points, 0.9).numpy(),
+        atol=1e-4,
+    )
+
+
+def test_symmetrize_knn_graph_is_the_union_with_larger_strength():
+    rng = np.random.default_rng(2)
+    indices, strengths, _ = _random_padded_graph(rng, 30, 4, 2)
+    indices[0, 0] = 0  # a self loop is dropped
+    sym_indices, sym_strengths = graph.symmetrize_knn_graph(indices, strengths)
+    adjacency = _undirected_strengths(indices, strengths)
+    for u in range(30):
+        row = sym_indices.numpy()[u]
+        listed = row[row >= 0]
+        np.testing.assert_array_equal(listed, sorted(adjacency.get(u, {})))
+        np.testing.assert_array_equal(
+            sym_strengths.numpy()[u][: len(listed)], [adjacency[u][v] for v in listed]
+        )
+        np.testing.assert_array_equal(sym_strengths.numpy()[u][len(listed) :], 0.0)
+    assert sym_indices.shape[1] == max(len(v) for v in adjacency.values())
+
+
+# ------------------------------------------------------------------ widest path
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_widest_path_equals_dijkstra_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    num_nodes = int(rng.integers(5, 60))
+    indices, strengths, labels = _random_padded_graph(
+        rng, num_nodes, int(rng.integers(1, 5)), num_classes=3
+    )
+    paths = graph.widest_path(indices, strengths, labels, 3)
+    assert paths.dtype == tf.float32 and paths.shape == (num_nodes, 3)
+    np.testing.assert_array_equal(
+        paths.numpy(), _brute_force_widest_path(indices, strengths, labels, 3).astype(np.float32)
+    )
+
+
+def test_widest_path_with_several_sweeps_per_check_is_unchanged():
+    rng = np.random.default_rng(11)
+    indices, strengths, labels = _random_padded_graph(rng, 80, 3, 4, labeled_fraction=0.05)
+    once = graph.widest_path(indices, strengths, labels, 4)
+    batched = graph.widest_path(indices, strengths, labels, 4, sweeps_per_check=5)
+    np.testing.assert_array_equal(once.numpy(), batched.numpy())
+
+
+def test_widest_path_disconnected_nodes_get_zero():
+    # 0(class 0) — 1 — 2;   3 — 4 isolated from every label;   5 has no edge.
+    indices = np.array([[1], [2], [-1], [4], [-1], [-1]], np.int32)
+    strengths = np.array([[0.7], [0.4], [0.0], [0.9], [0.0], [0.0]], np.float32)
+    labels = np.array([0, -1, -1, -1, -1, -1], np.int32)
+    paths = graph.widest_path(indices, strengths, labels, 2).numpy()
+    np.testing.assert_array_equal(paths[:, 0], np.float32([np.inf, 0.7, 0.4, 0.0, 0.0, 0.0]))
+    np.testing.assert_array_equal(paths[:, 1], 0.0)
+
+
+def test_widest_path_does_not_pass_through_labeled_nodes_of_other_classes():
+    # 0(class 0) — 1(class 1) — 2 — 3(class 0) with a weak edge 2 — 3.
+    indices = np.array([[1], [2], [3], [-1]], np.int32)
+    strengths = np.array([[1.0], [0.8], [0.1], [0.0]], np.float32)
+    labels = np.array([0, 1, -1, 0], np.int32)
+    paths = graph.widest_path(indices, strengths, labels, 2).numpy()
+    np.testing.assert_array_equal(paths[0], [np.inf, 0.0])
+    np.testing.assert_array_equal(paths[1], [0.0, np.inf])
+    # Class 0 reaches node 2 only over the weak edge from node 3, not via node 1.
+    np.testing.assert_array_equal(paths[2], np.float32([0.1, 0.8]))
+    np.testing.assert_array_equal(paths[3], [np.inf, 0.0])
+
+
+def test_widest_path_uses_edges_both_ways_with_the_larger_strength():
+    # Edge 0 — 1 listed by node 1 only; edge 1 — 2 listed both ways (0.2 and 0.6).
+    indices = np.array([[-1, -1], [0, 2], [1, -1]], np.int32)
+    strengths = np.array([[0.0, 0.0], [0.9, 0.2], [0.6, 0.0]], np.float32)
+    labels = np.array([0, -1, -1], np.int32)
+    paths = graph.widest_path(indices, strengths, labels, 1).numpy()
+    np.testing.assert_array_equal(paths[:, 0], np.float32([np.inf, 0.9, 0.6]))
+
+
+def test_widest_path_converges_on_a_long_chain_and_respects_the_cap():
+    # 0(class 0) — 1 — ... — 149 with strengths decreasing along the chain:
+    # the last node needs 149 sweeps.
+    num_nodes = 150
+    indices = np.append(np.arange(1, num_nodes), -1).astype(np.int32)[:, None]
+    strengths = np.linspace(1.0, 0.01, num_nodes).astype(np.float32)[:, None]
+    strengths[-1] = 0.0
+    labels = np.full(num_nodes, -1, np.int32)
+    labels[0] = 0
+    paths = graph.widest_path(indices, strengths, labels, 1).numpy()[:, 0]
+    np.testing.assert_array_equal(paths[1:], strengths[:-1, 0])
+    capped = graph.widest_path(indices, strengths, labels, 1, max_iterations=3).numpy()[:, 0]
+    np.testing.assert_array_equal(capped[1:4], strengths[:3, 0])
+    np.testing.assert_array_equal(capped[4:], 0.0)
+
+
+def test_widest_path_on_the_symmetrised_list_is_unchanged():
+    rng = np.random.default_rng(12)
+    indices, strengths, labels = _random_padded_graph(rng, 50, 3, 3)
+    sym_indices, sym_strengths = graph.symmetrize_knn_graph(indices, strengths)
+    np.testing.assert_array_equal(
+        graph.widest_path(sym_indices, sym_strengths, labels, 3).numpy(),
+        graph.widest_path(indices, strengths, labels, 3).numpy(),
+    )
+
+
+def test_widest_path_runs_inside_an_outer_compiled_function():
+    rng = np.random.default_rng(3)
+    indices, strengths, labels = _random_padded_graph(rng, 40, 3, 2)
+
+    @tf.function(jit_compile=True)
+    def propagate(indices, strengths, labels):
+        return graph.widest_path(indices, strengths, labels, 2)
+
+    np.testing.assert_array_equal(
+        propagate(tf.constant(indices), tf.constant(strengths), tf.constant(labels)).numpy(),
+        graph.widest_path(indices, strengths, labels, 2).numpy(),
+    )
+
+
+# --------------------------------------------------------------- edge strengths
+
+
+def test_log_density_to_strength_is_monotone_safe_and_maps_minus_inf_to_zero():
+    log_densities = np.array([-1000.0, -500.0, -10.0, 0.0, -np.inf, -10.0001], np.float32)
+    strengths = graph.log_density_to_strength(log_densities).numpy()
+    assert strengths[3] == 1.0 and strengths[4] == 0.0
+    finite = np.isfinite(log_densities)
+    assert np.all(strengths[finite] > 0)  # a 1000-nat range does not underflow
+    order = np.argsort(log_densities[finite])
+    assert np.all(np.diff(strengths[finite][order]) > 0)
+    # Within 80 nats the strength is the density relative to the densest.
+    close = graph.log_density_to_strength(np.array([-3.0, -1.0], np.float32)).numpy()
+    np.testing.assert_allclose(close, [np.exp(-2.0), 1.0], rtol=1e-6)
+
+
+def test_min_endpoint_and_midpoint_edge_strengths():
+    rng = np.random.default_rng(4)
+    points = rng.normal(size=(30, 3)).astype(np.float32)
+    indices, _ = graph.knn_graph(points, 4)
+    indices = indices.numpy()
+    indices[0, 3] = -1
+    node_log_densities = density.leave_one_out_kde_log_prob(points, 0.5).numpy()
+    node_strengths = graph.log_density_to_strength(node_log_densities).numpy()
+    endpoint = graph.edge_strengths(points, indices, 0.5, mode="min_endpoint").numpy()
+    expected = np.minimum(node_strengths[:, None], node_strengths[np.maximum(indices, 0)])
+    expected[0, 3] = 0.0
+    np.testing.assert_allclose(endpoint, expected, rtol=1e-5)
+
+    midpoint = graph.edge_strengths(points, indices, 0.5, mode="midpoint").numpy()
+    centres = 0.5 * (points[:, None, :] + points[np.maximum(indices, 0)])
+    midpoint_log = density.kde_log_prob(centres.reshape(-1, 3), points, 0.5).numpy().reshape(30, 4)
+    listed = indices >= 0
+    expected_mid = np.exp(midpoint_log - midpoint_log[listed].max()) * listed
+    np.testing.assert_allclose(midpoint, expected_mid, rtol=1e-4, atol=1e-7)
+    assert midpoint[0, 3] == 0.0
+
+
+# -------------------------------------------------------------- label spreading
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("n_neighbors,alpha", [(7, 0.2), (5, 0.9)])
+def test_label_spreading_matches_sklearn_knn_kernel(n_neighbors, alpha):
+    rng = np.random.default_rng(n_neighbors)
+    points = np.concatenate(
+        [rng.normal(size=(60, 5)), rng.normal(size=(60, 5)) + 2.5, rng.normal(size=(60, 5)) - 2.5]
+    ).astype(np.float32)
+    labels = np.full(180, -1, np.int32)
+    labels[[0, 1, 60, 61, 120, 121]] = [0, 0, 1, 1, 2, 2]
+    reference = LabelSpreading(kernel="knn", n_neighbors=n_neighbors, alpha=alpha, max_iter=30)
+    reference.fit(points, labels)
+    # sklearn's knn connectivity includes self, which the normalisation then
+    # drops: k = n_neighbors − 1 non-self neighbours is the same graph.
+    indices, _ = graph.knn_graph(points, n_neighbors - 1)
+    scores = graph.label_spreading(indices, None, labels, 3, alpha=alpha, max_iterations=30)
+    np.testing.assert_allclose(scores.numpy(), reference.label_distributions_, atol=1e-4)
+
+
+# ----------------------------------------------------------------- pseudo-labels
+
+
+def test_confidences_are_relative_best_two_margins():
+    scores = np.array([[np.inf, 0.0, 0.0], [0.8, 0.2, 0.6], [0.0, 0.0, 0.0], [0.5, 0.5, 0.1]])
+    np.testing.assert_allclose(
+        graph.pseudo_label_confidences(scores.astype(np.float32)).numpy(), [1.0, 0.25, 0.0, 0.0]
+    )
+
+
+def test_selection_by_threshold_and_by_top_fraction_per_class():
+    scores = np.array(
+        [
+            [np.inf, 0.0],  # labeled: never selected
+            [0.9, 0.1],
+            [0.5, 0.2],
+            [0.3, 0.1],
+            [0.0, 0.0],  # unreachable: never selected
+            [0.1, 0.6],
+            [0.2, 0.4],
+        ],
+        np.float32,
+    )
+    labels = np.array([0, -1, -1, -1, -1, -1, -1], np.int32)
+    by_threshold = graph.select_pseudo_labels(scores, labels, "threshold", threshold=0.45)
+    np.testing.assert_array_equal(by_threshold.numpy(), [0, 1, 1, 0, 0, 1, 0])
+    # Class 0 has 3 eligible nodes → ceil(0.5·3) = 2 kept; class 1 has 2 → 1.
+    by_fraction = graph.select_pseudo_labels(scores, labels, "top_fraction", top_fraction=0.5)
+    np.testing.assert_array_equal(by_fraction.numpy(), [0, 1, 1, 0, 0, 1, 0])
+    everything = graph.select_pseudo_labels(scores, labels, "top_fraction", top_fraction=1.0)
+    np.testing.assert_array_equal(everything.numpy(), [0, 1, 1, 1, 0, 1, 1])
+
+
+@pytest.mark.parametrize("method", graph.PROPAGATION_METHODS)
+def test_pseudo_labels_from_embeddings_returns_consistent_fields(method):
+    rng = np.random.default_rng(5)
+    points = np.concatenate([rng.normal(size=(50, 6)), rng.normal(size=(50, 6)) + 6.0])
+    truth = np.repeat([0, 1], 50)
+    labels = np.full(100, -1, np.int32)
+    labels[[0, 1, 50, 51]] = [0, 0, 1, 1]
+    result = graph.pseudo_labels_from_embeddings(points, labels, 2, method=method, k=5)
+    assert result.scores.shape == (100, 2)
+    np.testing.assert_array_equal(result.pseudo_labels.numpy()[labels >= 0], labels[labels >= 0])
+    np.testing.assert_array_equal(result.pseudo_labels.numpy(), truth)
+    assert not np.any(result.selected.numpy()[labels >= 0])
+    assert 40 <= result.selected.numpy().sum() <= 50  # top half of 96 unlabeled
+    assert np.all((result.confidences.numpy() >= 0) & (result.confidences.numpy() <= 1))
+
+
+def test_pseudo_labels_from_embeddings_threshold_selection():
+    rng = np.random.default_rng(6)
+    points = np.concatenate([rng.normal(size=(40, 4)), rng.normal(size=(40, 4)) + 8.0])
+    labels = np.full(80, -1, np.int32)
+    labels[[0, 40]] = [0, 1]
+    result = graph.pseudo_labels_from_embeddings(
+        points, labels, 2, k=5, bandwidth=1.0, selection="threshold", threshold=0.5
+    )
+    best = np.max(result.scores.numpy(), axis=1)
+    np.testing.assert_array_equal(result.selected.numpy(), (labels < 0) & (best >= 0.5))
+
+
+def test_widest_path_does_not_bleed_across_the_gap_between_half_moons():
+    accuracies = {
+        "widest_path": [],
+        "label_spreading_sklearn_defaults": [],
+        "label_spreading_alpha_0.99": [],
+    }
+    for seed in range(3):
+        points, truth = make_moons(400, noise=0.1, random_state=seed)
+        rng = np.random.default_rng(seed)
+        labels = np.full(400, -1, np.int32)
+        for c in (0, 1):
+            labels[rng.choice(np.flatnonzero(truth == c), 3, replace=False)] = c
+        unlabeled = labels < 0
+
+        def accuracy(result):
+            return float(np.mean(result.pseudo_labels.numpy()[unlabeled] == truth[unlabeled]))
+
+        accuracies["widest_path"].append(
+            accuracy(
+                graph.pseudo_labels_from_embeddings(
+                    points, labels, 2, k=10, edge_strength_mode="midpoint", bandwidth=0.1
+                )
+            )
+        )
+        accuracies["label_spreading_sklearn_defaults"].append(
+            accuracy(
+                graph.pseudo_labels_from_embeddings(
+                    points, labels, 2, k=10, method="label_spreading"
+                )
+            )
+        )
+        accuracies["label_spreading_alpha_0.99"].append(
+            accuracy(
+                graph.pseudo_labels_from_embeddings(
+                    points,
+                    labels,
+                    2,
+                    k=10,
+                    method="label_spreading",
+                    alpha=0.99,
+                    max_iterations=1000,
+                )
+            )
+        )
+    print("half-moon pseudo-label accuracy per seed:", accuracies)
+    assert min(accuracies["widest_path"]) >= 0.95
