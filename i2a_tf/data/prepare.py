@@ -19,6 +19,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -81,6 +82,12 @@ def _synthetic_roots(config: Config) -> tuple[str, str]:
     data = config.data
     root = os.path.join(config.workdir, "synthetic")
     speech_root, face_root = os.path.join(root, "speech"), os.path.join(root, "faces")
+    # Regenerate from scratch: files of an earlier, larger demo corpus would
+    # otherwise be picked up by the converters.
+    for generated, corpus in ((speech_root, data.speech_corpus),
+                              (face_root, data.face_corpus)):
+        if corpus == "synthetic":
+            shutil.rmtree(generated, ignore_errors=True)
     if data.speech_corpus == "synthetic":
         log.info("generating the synthetic speech corpus in %s", speech_root)
         synthetic.generate_speech_corpus(
