@@ -177,6 +177,9 @@ class DataConfig:
             if entry.count(":") != 1 or not all(entry.split(":")):
                 raise _bad("label_map", self.label_map,
                            f"entry '{entry}' is not of the form from:to")
+            if entry.split(":")[1].strip() not in self.classes:
+                raise _bad("label_map", self.label_map,
+                           f"entry '{entry}' maps to a class not in --classes")
         if self.num_folds < 2:
             raise _bad("num_folds", self.num_folds, "must be >= 2")
         if self.test_fold >= self.num_folds:
@@ -230,8 +233,8 @@ class InputConfig:
     num_time_masks: int = _field(2, "Time masks per example.")
     face_flip: bool = _field(True, "Random horizontal flips of training faces.")
     cache: bool = _field(
-        True, "Cache training records in memory after the first pass (raw records, "
-        "before any random augmentation).")
+        True, "Cache parsed training examples in memory after the first pass "
+        "(before any random crop or augmentation).")
 
     def validate(self) -> None:
         for name in ("labeled_batch_size", "unlabeled_batch_size", "face_batch_size",

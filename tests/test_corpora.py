@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import tone, write_png, write_wav
+from i2a_tf.config import ConfigError
 from i2a_tf.data import corpora
 from i2a_tf.data.audio_files import AudioReadError, read_waveform
 from i2a_tf.data.face_images import ImageReadError, read_face_image
@@ -133,6 +134,10 @@ def test_fer2013_csv_with_bad_rows(tmp_path):
     assert "bad CSV row" in reasons["4"] and "FER2013 emotion 9" in reasons["5"]
     assert "bad CSV row" in reasons["6"] and "bad CSV row" in reasons["7"]
     assert len(corpora.scan_faces("fer2013", str(csv_path)).items) == 2
+    other = tmp_path / "other.csv"
+    other.write_text("label,image\n1,2\n")
+    with pytest.raises(ConfigError, match=r"--face_dir=.*other.csv: not a FER2013 CSV"):
+        corpora.scan_faces("fer2013", str(other))
 
 
 def test_fer2013_folders(tmp_path):
@@ -179,5 +184,5 @@ def test_label_map_synonyms_explicit_and_drops():
     assert label_map.class_id("calm") == 2
     assert label_map.class_id("boredom") is None
     assert label_map.class_id("surprise") is None
-    with pytest.raises(ValueError, match="--label_map entry 'x:joy'"):
+    with pytest.raises(ConfigError, match="--label_map entry 'x:joy'"):
         LabelMap(("anger",), ["x:joy"])

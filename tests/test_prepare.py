@@ -149,6 +149,10 @@ def _main(*args, cwd=REPO_ROOT):
     ("--label_fraction=0", "--label_fraction=0.0: must be in (0, 1]"),
     ("--speech_corpus=timit", "--speech_corpus=timit: unknown corpus"),
     ("--face_corpus=ckplus", "--face_dir=: required for --face_corpus=ckplus"),
+    ("--label_map=calm:serenity", "--label_map=calm:serenity: entry 'calm:serenity' "
+     "maps to a class not in --classes"),
+    ("--test_speakers=nobody", "--test_speakers=nobody: speaker(s) nobody not in the "
+     "corpus"),
 ])
 def test_main_rejects_bad_values_naming_the_flag(flag, message, tmp_path):
     result = _main("--flagfile=configs/demo.cfg", f"--workdir={tmp_path}", flag)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from i2a_tf.config import ConfigError
 from i2a_tf.data.audio_files import AUDIO_EXTENSIONS
 from i2a_tf.data.face_images import IMAGE_EXTENSIONS
 
@@ -199,7 +200,7 @@ def _scan_fer2013_csv(path: str) -> Scan:
         reader = csv.DictReader(handle)
         missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"--face_dir={path}: not a FER2013 CSV, missing "
+            raise ConfigError(f"--face_dir={path}: not a FER2013 CSV, missing "
                              f"column(s) {', '.join(sorted(missing))}")
         for row_number, row in enumerate(reader, start=2):  # 1 is the header
             source = f"{path}:{row_number}"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+from i2a_tf.config import ConfigError
+
 SYNONYMS = {
     "anger": ("anger", "angry", "ang", "an"),
     "disgust": ("disgust", "disgusted", "dis", "di"),
@@ -42,7 +44,7 @@ class LabelMap:
         for entry in extra:
             source, target = (part.strip() for part in entry.split(":"))
             if target not in self.classes:
-                raise ValueError(
+                raise ConfigError(
                     f"--label_map entry '{entry}': '{target}' is not one of the "
                     f"classes {', '.join(self.classes)}")
             self._explicit[source.lower()] = self.classes.index(target)

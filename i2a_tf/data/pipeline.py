@@ -183,13 +183,14 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
                 "index": tf.cast(features["index"], tf.int32),
                 "speaker": features["speaker"]}
 
+    dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE,
+                          deterministic=inputs.deterministic)
     if training:
         if inputs.cache:
+            # After parsing, so later epochs skip protobuf parsing and decoding.
             dataset = dataset.cache()
         dataset = dataset.shuffle(inputs.shuffle_buffer, seed=config.data.seed,
                                   reshuffle_each_iteration=True).repeat()
-    dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE,
-                          deterministic=inputs.deterministic)
     dataset = dataset.padded_batch(batch_size, drop_remainder=training)
     dataset = _seeded_batches(dataset, config.data.seed, pipeline_id)
     statistics = data.statistics

@@ -1,0 +1,57 @@
+"""The typed config tree: defaults, validation messages, round trip."""
+
+import dataclasses
+import json
+
+import pytest
+
+from i2a_tf import config as config_lib
+
+
+def test_defaults_validate_and_every_field_is_a_documented_flag():
+    config = config_lib.Config().validate()
+    names = [f.name for _, f in config_lib.leaf_fields()]
+    assert len(names) == len(set(names))
+    assert all(f.metadata.get("help") for _, f in config_lib.leaf_fields())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.data.seed = 3
+
+
+def test_round_trip_through_json(tmp_path):
+    config = config_lib.config_from_flat({"workdir": str(tmp_path), "seed": 7,
+                                          "classes": ["anger", "fear"],
+                                          "label_map": ["scared:fear"]})
+    assert config.data.classes == ("anger", "fear")
+    path = tmp_path / "config.json"
+    config_lib.write_config(config, str(path))
+    assert config_lib.config_from_dict(json.loads(path.read_text())) == config
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"label_fraction": 0.0}, "--label_fraction=0.0: must be in (0, 1]"),
+    ({"label_fraction": 1.01}, "--label_fraction=1.01: must be in (0, 1]"),
+    ({"speech_corpus": "timit"}, "--speech_corpus=timit: unknown corpus"),
+    ({"speech_corpus": "emodb", "speech_dir": "/no/such/dir"},
+     "--speech_dir=/no/such/dir: no such directory"),
+    ({"face_corpus": "jaffe", "face_dir": "/no/such"}, "--face_dir=/no/such: no such file"),
+    ({"classes": ["anger"]}, "--classes=anger: needs at least two classes"),
+    ({"classes": ["a", "a"]}, "--classes=a,a: classes must be distinct"),
+    ({"label_map": ["calm"]}, "--label_map=calm: entry 'calm' is not of the form from:to"),
+    ({"test_fold": 5}, "--test_fold=5: must be < num_folds=5"),
+    ({"test_speakers": ["a"], "val_speakers": ["a"]},
+     "--val_speakers=a: speakers ['a'] are also test speakers"),
+    ({"pad_mode": "zeros"}, "--pad_mode=zeros: must be one of repeat, mean"),
+    ({"fmax_hz": 9000.0}, "--fmax_hz=9000.0: must not exceed the Nyquist frequency"),
+    ({"labeled_batch_size": 0}, "--labeled_batch_size=0: must be >= 1"),
+    ({"workdir": ""}, "--workdir=: must not be empty"),
+    ({"no_such_flag": 1}, "--no_such_flag: not a configuration flag"),
+])
+def test_bad_values_name_the_flag(values, message):
+    with pytest.raises(config_lib.ConfigError) as error:
+        config_lib.config_from_flat(values)
+    assert message in str(error.value)
+
+
+def test_frontend_derived_sizes():
+    frontend = config_lib.FrontEndConfig()
+    assert (frontend.frame_length, frontend.frame_step, frontend.fft_length) == (400, 160, 512)
