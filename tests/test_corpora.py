@@ -134,6 +134,28 @@ def test_fer2013_csv_with_bad_rows(tmp_path):
     assert "bad CSV row" in reasons["4"] and "FER2013 emotion 9" in reasons["5"]
     assert "bad CSV row" in reasons["6"] and "bad CSV row" in reasons["7"]
     assert len(corpora.scan_faces("fer2013", str(csv_path)).items) == 2
+
+
+def test_fer2013_csv_survives_stray_quotes_bom_and_bad_bytes(tmp_path):
+    good = " ".join(["7"] * 16)
+    content = ("\ufeffemotion,pixels,Usage\n"
+               f'3,"{good},Training\n'          # stray quote: spoils this row only
+               f"4,{good},Training\n").encode("utf-8")
+    content += b"2,\xff\xfe 1 2,Training\n" + f"0,{good},PrivateTest\n".encode()
+    (tmp_path / "fer2013.csv").write_bytes(content)
+    scan = corpora.scan_faces("fer2013", str(tmp_path))
+    assert [i.label for i in scan.items] == ["sad", "angry"]
+    reasons = {s["path"].rsplit(":", 1)[1]: s["reason"] for s in scan.skipped}
+    assert sorted(reasons) == ["2", "4"]
+
+
+def test_symlinked_class_folders_are_followed(tmp_path):
+    real = tmp_path / "elsewhere" / "anger"
+    write_wav(str(real / "spk1_a.wav"), tone(0.6))
+    (tmp_path / "corpus").mkdir()
+    os.symlink(real, tmp_path / "corpus" / "anger")
+    scan = corpora.scan_speech("folder", str(tmp_path / "corpus"))
+    assert [i.label for i in scan.items] == ["anger"]
     other = tmp_path / "other.csv"
     other.write_text("label,image\n1,2\n")
     with pytest.raises(ConfigError, match=r"--face_dir=.*other.csv: not a FER2013 CSV"):
@@ -149,10 +171,15 @@ def test_fer2013_folders(tmp_path):
 
 
 def test_jaffe_palette_tiff_and_corrupt_image(tmp_path):
-    pixels = (np.arange(256 * 256) % 251).reshape(256, 256).astype(np.uint8)
-    palette = Image.fromarray(pixels).convert("P")
-    assert palette.mode == "P"
+    # A palette whose indices are NOT the grey levels: index i shows grey 255 - i.
+    indices = np.zeros((256, 256), np.uint8)
+    indices[:, 128:] = 10
+    palette = Image.fromarray(indices, mode="P")
+    palette.putpalette([v for i in range(256) for v in (255 - i,) * 3])
     palette.save(tmp_path / "KA.AN1.39.tiff")
+    with Image.open(tmp_path / "KA.AN1.39.tiff") as reopened:
+        assert reopened.mode == "P"
+    pixels = (np.arange(256 * 256) % 251).reshape(256, 256).astype(np.uint8)
     Image.fromarray(pixels).convert("RGB").save(tmp_path / "KM.HA2.40.tiff")
     (tmp_path / "KL.SA1.41.tiff").write_bytes(b"II*\x00not a tiff")
     write_png(str(tmp_path / "KA.XX1.1.png"), 5)
@@ -163,7 +190,8 @@ def test_jaffe_palette_tiff_and_corrupt_image(tmp_path):
     assert "JAFFE emotion code 'XX1'" in _reasons(scan)["KA.XX1.1.png"]
     image = read_face_image(str(tmp_path / "KA.AN1.39.tiff"), 48)
     assert image.shape == (48, 48) and image.dtype == np.uint8
-    assert image.std() > 10  # palette decoded to real gray levels, not indices lost
+    # Grey levels through the palette, not the raw indices 0 and 10.
+    assert image[:, :20].min() == 255 and image[:, 28:].max() == 245
     with pytest.raises(ImageReadError, match="undecodable"):
         read_face_image(str(tmp_path / "KL.SA1.41.tiff"), 48)
 

@@ -103,11 +103,36 @@ def test_splits_are_speaker_independent_and_labels_hidden(prepared):
     assert all(r["sample_rate"] == 16000 for r in splits["test"])
 
 
-def test_statistics_come_from_training_voiced_frames(prepared):
+def test_statistics_are_over_training_clips_only(prepared):
+    """Recompute the band statistics independently from the written records."""
+    config, info, _, _ = prepared
+    from i2a_tf.data import frontend
+
+    def voiced_frames(split):
+        frames = []
+        for record in _records(config.data_dir, f"audio-{split}", schema.parse_audio):
+            waveform = np.frombuffer(record["waveform"], "<i2") / 32768.0
+            logmel = frontend.log_mel(waveform[None].astype(np.float32), config.frontend)
+            count = frontend.num_frames_for([len(waveform)], config.frontend)
+            start, end = frontend.voiced_bounds(logmel, count, config.frontend.trim_db)
+            frames.append(logmel.numpy()[0, int(start[0]):int(end[0]) + 1])
+        return np.concatenate(frames).astype(np.float64)
+
+    train = np.concatenate([voiced_frames("train_labeled"),
+                            voiced_frames("train_unlabeled")])
+    stored_mean = np.asarray(info["normalisation"]["mean"])
+    stored_std = np.asarray(info["normalisation"]["std"])
+    np.testing.assert_allclose(stored_mean, train.mean(0), atol=1e-4)
+    np.testing.assert_allclose(stored_std, np.maximum(train.std(0), 1e-3), rtol=1e-4)
+    everything = np.concatenate([train, voiced_frames("test")])
+    assert np.abs(everything.mean(0) - stored_mean).max() > 1e-3  # test clips excluded
+
+
+def test_normalised_training_features_are_standardised(prepared):
     config, info, _, _ = prepared
     from i2a_tf.data.pipeline import DatasetInfo, audio_dataset
     import dataclasses
-    data = DatasetInfo(config.data_dir)
+    data = DatasetInfo(config)
     mean = np.asarray(info["normalisation"]["mean"])
     assert mean.shape == (64,) and np.all(np.asarray(info["normalisation"]["std"]) > 0)
     # Normalised training features average ~0 per band over voiced frames.
@@ -144,6 +169,10 @@ def _main(*args, cwd=REPO_ROOT):
                           env=env, capture_output=True, text=True, timeout=600)
 
 
+_SMALL_DEMO = ("--synthetic_speakers=4", "--synthetic_clips_per_class=2",
+               "--synthetic_subjects=3", "--synthetic_images_per_class=1")
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--label_fraction=1.5", "--label_fraction=1.5: must be in (0, 1]"),
     ("--label_fraction=0", "--label_fraction=0.0: must be in (0, 1]"),
@@ -155,7 +184,8 @@ def _main(*args, cwd=REPO_ROOT):
      "corpus"),
 ])
 def test_main_rejects_bad_values_naming_the_flag(flag, message, tmp_path):
-    result = _main("--flagfile=configs/demo.cfg", f"--workdir={tmp_path}", flag)
+    result = _main("--flagfile=configs/demo.cfg", f"--workdir={tmp_path}", flag,
+                   *_SMALL_DEMO)
     assert result.returncode == 2
     assert message in result.stderr
 
@@ -175,9 +205,7 @@ def _digests(data_dir):
 def test_main_prepare_demo_is_byte_identical_across_runs(tmp_path):
     """The demo flagfile through the real entry point, twice, in fresh processes."""
     args = ["--flagfile=configs/demo.cfg", "--mode=prepare", f"--workdir={tmp_path}",
-            "--synthetic_speakers=4", "--synthetic_clips_per_class=2",
-            "--synthetic_subjects=3", "--synthetic_images_per_class=1",
-            "--precompute_logmel"]
+            *_SMALL_DEMO, "--precompute_logmel"]
     first = _main(*args)
     assert first.returncode == 0, first.stderr
     digests = _digests(os.path.join(tmp_path, "data"))

@@ -36,6 +36,15 @@ def test_seeded_fraction_is_reproducible_and_disjoint():
                 or set(a.val) & set(a.train))
 
 
+def test_validation_speakers_never_overlap_resolved_test_speakers():
+    with pytest.raises(ConfigError, match=r"--val_speakers=03: speaker\(s\) 03 are also test"):
+        splits.split_speakers(SPEAKERS, DataConfig(test_fold=0, val_speakers=("03",)))
+    drawn = splits.split_speakers(SPEAKERS, DataConfig(test_speaker_fraction=0.5, seed=1))
+    with pytest.raises(ConfigError, match="are also test speakers"):
+        splits.split_speakers(SPEAKERS, DataConfig(test_speaker_fraction=0.5, seed=1,
+                                                   val_speakers=drawn.test[:1]))
+
+
 def test_unknown_or_exhausting_speakers_are_errors():
     with pytest.raises(ConfigError, match=r"--test_speakers=03,99: speaker\(s\) 99"):
         splits.split_speakers(SPEAKERS, DataConfig(test_speakers=("03", "99")))

@@ -80,7 +80,7 @@ def main() -> int:
     results = {"clips": num_clips, "seconds_per_clip": args.seconds,
                "batch_size": args.batch_size, "cpu_count": os.cpu_count(),
                "generate_s": round(generate_s, 1), "prepare_s": round(prepare_s, 1)}
-    data = pipeline.DatasetInfo(config.data_dir)
+    data = pipeline.DatasetInfo(config)
     for name, precomputed in (("raw_waveform", False), ("precomputed_logmel", True)):
         for cache in (True, False):
             run_config = dataclasses.replace(config, input=dataclasses.replace(

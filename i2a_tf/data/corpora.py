@@ -45,10 +45,19 @@ class Scan:
     skipped: list[dict[str, str]]
 
 
-def _walk(root: str) -> list[str]:
-    """Every file below root, sorted, so scans do not depend on the file system."""
+def _walk(root: str, skipped: list[dict[str, str]]) -> list[str]:
+    """Every file below root, sorted, so scans do not depend on the file system.
+
+    Symlinked folders are followed (corpora are often linked in); a folder that
+    cannot be listed is reported in `skipped` rather than silently left out.
+    """
     found = []
-    for folder, dirs, files in os.walk(root):
+
+    def unreadable(error: OSError) -> None:
+        skipped.append({"path": error.filename or root,
+                        "reason": f"unreadable folder: {error.strerror or error}"})
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable, followlinks=True):
         dirs.sort()
         found.extend(os.path.join(folder, name) for name in sorted(files))
     return found
@@ -58,7 +67,7 @@ def _scan_files(root: str, extensions: tuple[str, ...], kind: str,
                 parse: Callable[[str], object]) -> Scan:
     """Applies `parse(path)` (an item, or a reason string) to every file below root."""
     scan = Scan([], [])
-    for path in _walk(root):
+    for path in _walk(root, scan.skipped):
         if not path.lower().endswith(extensions):
             scan.skipped.append({"path": path, "reason": f"not {kind} file: "
                                  f"extension '{os.path.splitext(path)[1]}'"})
@@ -196,18 +205,24 @@ def _parse_jaffe(path: str):
 def _scan_fer2013_csv(path: str) -> Scan:
     """Kaggle fer2013.csv: columns emotion (0-6), pixels (48*48 ints), Usage."""
     scan = Scan([], [])
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
+    # Line by line, each line parsed on its own: a stray quote or a bad byte
+    # then spoils one row, not the rest of the file.
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        header = next(csv.reader([handle.readline()]), [])
+        columns = {name.strip(): i for i, name in enumerate(header)}
+        missing = {"emotion", "pixels"} - set(columns)
         if missing:
             raise ConfigError(f"--face_dir={path}: not a FER2013 CSV, missing "
-                             f"column(s) {', '.join(sorted(missing))}")
-        for row_number, row in enumerate(reader, start=2):  # 1 is the header
+                              f"column(s) {', '.join(sorted(missing))}")
+        for row_number, line in enumerate(handle, start=2):  # 1 is the header
             source = f"{path}:{row_number}"
+            if not line.strip():
+                continue
             try:
-                emotion = int(row["emotion"])
-                pixels = np.array(row["pixels"].split(), dtype=np.int64)
-            except (TypeError, ValueError, AttributeError):
+                row = next(csv.reader([line]))
+                emotion = int(row[columns["emotion"]])
+                pixels = np.array(row[columns["pixels"]].split(), dtype=np.int64)
+            except (csv.Error, IndexError, TypeError, ValueError, OverflowError):
                 scan.skipped.append({"path": source, "reason":
                                      "bad CSV row: emotion or pixels not integers"})
                 continue

@@ -52,7 +52,8 @@ def read_face_image(path: str, size: int) -> np.ndarray:
             return to_face_array(image, size)
     except ImageReadError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+            SyntaxError, EOFError, MemoryError) as error:
         raise ImageReadError(path, f"undecodable image: {error}") from error
 
 

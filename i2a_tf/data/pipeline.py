@@ -27,43 +27,20 @@ left out of the dict.
 from __future__ import annotations
 
 import functools
-import os
+import zlib
 from typing import Callable
 
 import tensorflow as tf
 
 from i2a_tf.config import Config
 from i2a_tf.data import schema
-from i2a_tf.data.frontend import BandStatistics, logmel_features, waveform_features
-from i2a_tf.data.prepare import FACE_SPLIT, band_statistics, load_dataset_info
+from i2a_tf.data.dataset_info import FACE_SPLIT, DatasetInfo
+from i2a_tf.data.frontend import logmel_features, waveform_features
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 # Distinct stateless-random streams per use.
 _CROP, _FREQ_MASK, _TIME_MASK, _FLIP = 1, 2, 3, 4
-
-
-class DatasetInfo:
-    """dataset.json plus where its files are."""
-
-    def __init__(self, data_dir: str):
-        self.data_dir = data_dir
-        self.info = load_dataset_info(data_dir)
-        self.classes = tuple(self.info["classes"])
-        self.statistics: BandStatistics = band_statistics(self.info)
-
-    def num_examples(self, split: str) -> int:
-        return int(self.info["splits"][split]["num_examples"])
-
-    def files(self, split: str, kind: str) -> list[str]:
-        key = {"audio": "audio_files", "logmel": "logmel_files",
-               "faces": "face_files"}[kind]
-        entry = self.info["splits"][split]
-        if key not in entry:
-            raise ValueError(
-                f"--use_precomputed_logmel: split '{split}' has no {kind} records in "
-                f"{self.data_dir}; re-run --mode=prepare with --precompute_logmel")
-        return [os.path.join(self.data_dir, name) for name in entry[key]]
 
 
 def _options(deterministic: bool) -> tf.data.Options:
@@ -82,28 +59,34 @@ def _records(files: list[str], training: bool, seed: int, deterministic: bool,
     """
     num_pipelines = input_context.num_input_pipelines if input_context else 1
     pipeline_id = input_context.input_pipeline_id if input_context else 0
+    if num_pipelines > 1 and len(files) < num_pipelines:
+        # Record-level sharding needs every pipeline to see the same record
+        # order, so the files are read sequentially, not interleaved.
+        return tf.data.TFRecordDataset(files).shard(num_pipelines, pipeline_id)
     dataset = tf.data.Dataset.from_tensor_slices(files)
-    by_file = len(files) >= num_pipelines
-    if num_pipelines > 1 and by_file:
+    if num_pipelines > 1:
         dataset = dataset.shard(num_pipelines, pipeline_id)
     if training and len(files) > 1:
         dataset = dataset.shuffle(len(files), seed=seed)
-    dataset = dataset.interleave(
+    return dataset.interleave(
         tf.data.TFRecordDataset, cycle_length=min(len(files), 4),
         num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    if num_pipelines > 1 and not by_file:
-        dataset = dataset.shard(num_pipelines, pipeline_id)
-    return dataset
 
 
-def _seeded_batches(dataset: tf.data.Dataset, seed: int,
-                    pipeline_id: int) -> tf.data.Dataset:
-    """Pairs each batch with a [2] int32 stateless seed unique to the batch."""
+def _seeded_batches(dataset: tf.data.Dataset, seed: int, pipeline_id: int,
+                    stream: str) -> tf.data.Dataset:
+    """Pairs each batch with a [2] int32 stateless seed unique to the batch.
+
+    The seed mixes the configured seed, the input pipeline and the stream (split
+    name), so the labeled and unlabeled streams, stepping together, never draw
+    the same crops and masks.
+    """
+    base = (seed * 1_000_003 + pipeline_id * 1009 + zlib.crc32(stream.encode())) \
+        % 2147483647
     counter = tf.data.Dataset.counter(dtype=tf.int64)
     return tf.data.Dataset.zip((dataset, counter)).map(
         lambda batch, step: (batch, tf.stack([
-            tf.constant((seed * 1009 + pipeline_id) % 2147483647, tf.int32),
-            tf.cast(step % 2147483647, tf.int32)])))
+            tf.constant(base, tf.int32), tf.cast(step % 2147483647, tf.int32)])))
 
 
 def _stream_seed(seed: tf.Tensor, stream: int) -> tf.Tensor:
@@ -161,10 +144,13 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
     """
     inputs = config.input
     frontend = config.frontend
+    # Evaluation keeps file order, so its batches (and anything indexed by
+    # position in them) are the same on every pass.
+    deterministic = inputs.deterministic or not training
     precomputed = inputs.use_precomputed_logmel
     files = data.files(split, "logmel" if precomputed else "audio")
     pipeline_id = input_context.input_pipeline_id if input_context else 0
-    dataset = _records(files, training, config.data.seed, inputs.deterministic,
+    dataset = _records(files, training, config.data.seed, deterministic,
                        input_context)
     num_mels = frontend.num_mels
 
@@ -184,7 +170,7 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
                 "speaker": features["speaker"]}
 
     dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE,
-                          deterministic=inputs.deterministic)
+                          deterministic=deterministic)
     if training:
         if inputs.cache:
             # After parsing, so later epochs skip protobuf parsing and decoding.
@@ -192,7 +178,7 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
         dataset = dataset.shuffle(inputs.shuffle_buffer, seed=config.data.seed,
                                   reshuffle_each_iteration=True).repeat()
     dataset = dataset.padded_batch(batch_size, drop_remainder=training)
-    dataset = _seeded_batches(dataset, config.data.seed, pipeline_id)
+    dataset = _seeded_batches(dataset, config.data.seed, pipeline_id, split)
     statistics = data.statistics
 
     def features(batch, seed):
@@ -217,8 +203,8 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
         return out
 
     dataset = dataset.map(features, num_parallel_calls=AUTOTUNE,
-                          deterministic=inputs.deterministic)
-    return dataset.prefetch(AUTOTUNE).with_options(_options(inputs.deterministic))
+                          deterministic=deterministic)
+    return dataset.prefetch(AUTOTUNE).with_options(_options(deterministic))
 
 
 def face_dataset(data: DatasetInfo, config: Config, *, training: bool,
@@ -228,22 +214,22 @@ def face_dataset(data: DatasetInfo, config: Config, *, training: bool,
     """Batches of face images: {"image": [B, H, W, 1] float32 in [-1, 1],
     "label": [B] int32}. Training: shuffled, repeated, optional random flips."""
     inputs = config.input
-    size = int(data.info["splits"][FACE_SPLIT]["image_size"])
+    deterministic = inputs.deterministic or not training
+    size = data.face_size
     pipeline_id = input_context.input_pipeline_id if input_context else 0
     dataset = _records(data.files(FACE_SPLIT, "faces"), training, config.data.seed,
-                       inputs.deterministic, input_context)
+                       deterministic, input_context)
     if training:
         if inputs.cache:
             dataset = dataset.cache()
         dataset = dataset.shuffle(inputs.shuffle_buffer, seed=config.data.seed,
                                   reshuffle_each_iteration=True).repeat()
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = _seeded_batches(dataset, config.data.seed, pipeline_id)
+    dataset = _seeded_batches(dataset, config.data.seed, pipeline_id, FACE_SPLIT)
 
     def decode(serialized, seed):
         features = schema.parse_face(serialized)
-        pixels = tf.io.decode_raw(features["image"], tf.uint8)
-        images = tf.reshape(pixels, [-1, size, size, 1])
+        images = schema.decode_faces(features["image"], size)
         images = tf.cast(images, tf.float32) / 127.5 - 1.0
         if training and inputs.face_flip:
             flip = tf.random.stateless_uniform(
@@ -253,8 +239,8 @@ def face_dataset(data: DatasetInfo, config: Config, *, training: bool,
         return {"image": images, "label": tf.cast(features["label"], tf.int32)}
 
     dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE,
-                          deterministic=inputs.deterministic)
-    return dataset.prefetch(AUTOTUNE).with_options(_options(inputs.deterministic))
+                          deterministic=deterministic)
+    return dataset.prefetch(AUTOTUNE).with_options(_options(deterministic))
 
 
 def _per_replica(global_batch: int, input_context) -> int:
@@ -269,7 +255,7 @@ def make_train_input_fn(config: Config) -> Callable[[tf.distribute.InputContext 
 
     The dict it yields is described in the module docstring.
     """
-    data = DatasetInfo(config.data_dir)
+    data = DatasetInfo(config)
     inputs = config.input
 
     def input_fn(input_context: tf.distribute.InputContext | None = None):
@@ -300,6 +286,6 @@ def make_train_input_fn(config: Config) -> Callable[[tf.distribute.InputContext 
 
 def eval_dataset(config: Config, split: str) -> tf.data.Dataset:
     """One centred-crop pass over `split` (see `audio_dataset` for the elements)."""
-    data = DatasetInfo(config.data_dir)
+    data = DatasetInfo(config)
     return audio_dataset(data, split, config, training=False,
                          batch_size=config.input.eval_batch_size)

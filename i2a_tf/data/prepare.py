@@ -25,20 +25,16 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from i2a_tf.config import Config, ConfigError, DataConfig
+from i2a_tf.config import Config, DataConfig
 from i2a_tf.data import corpora, schema, splits
+from i2a_tf.data.dataset_info import (AUDIO_SPLITS, CONVERTER_VERSION, DATASET_JSON,
+                                      FACE_SPLIT, SKIPPED_JSON)
 from i2a_tf.data.audio_files import AudioReadError, read_waveform
 from i2a_tf.data.face_images import ImageReadError, face_from_pixels, read_face_image
 from i2a_tf.data.frontend import (BandStatistics, StatisticsAccumulator, log_mel,
                                   num_frames_for, voiced_bounds)
 from i2a_tf.data.label_map import LabelMap
 
-# Bump when the records or dataset.json change meaning.
-CONVERTER_VERSION = 1
-AUDIO_SPLITS = ("train_labeled", "train_unlabeled", "val", "test")
-FACE_SPLIT = "faces"
-DATASET_JSON = "dataset.json"
-SKIPPED_JSON = "skipped.json"
 _PROGRESS_EVERY = 200
 _FRONTEND_BATCH = 32
 
@@ -320,8 +316,6 @@ def prepare(config: Config) -> dict:
     data: DataConfig = config.data
     data_dir = config.data_dir
     os.makedirs(data_dir, exist_ok=True)
-    # Byte-identical re-runs: the precomputed log-mels come from TF kernels.
-    tf.config.experimental.enable_op_determinism()
     label_map = LabelMap(data.classes, data.label_map)
     speech_root, face_root = _synthetic_roots(config)
 
@@ -408,25 +402,3 @@ def prepare(config: Config) -> dict:
     _write_json(os.path.join(data_dir, DATASET_JSON), dataset)
     log.info("wrote %s", os.path.join(data_dir, DATASET_JSON))
     return dataset
-
-
-def load_dataset_info(data_dir: str) -> dict:
-    """Reads dataset.json written by `prepare`; a clear error if absent."""
-    path = os.path.join(data_dir, DATASET_JSON)
-    if not os.path.isfile(path):
-        raise ConfigError(f"--workdir: {path} not found; run --mode=prepare first")
-    with open(path, encoding="utf-8") as handle:
-        info = json.load(handle)
-    if info.get("converter_version") != CONVERTER_VERSION:
-        raise ConfigError(
-            f"--workdir: {path} was written by converter version "
-            f"{info.get('converter_version')}, this is {CONVERTER_VERSION}; "
-            "re-run --mode=prepare")
-    return info
-
-
-def band_statistics(info: dict) -> BandStatistics:
-    """The normalisation statistics stored in dataset.json."""
-    norm = info["normalisation"]
-    return BandStatistics(np.asarray(norm["mean"], np.float32),
-                          np.asarray(norm["std"], np.float32))

@@ -167,7 +167,7 @@ def decode_logmel(raw: tf.Tensor, num_mels: int) -> tf.Tensor:
     return tf.reshape(values, [-1, num_mels])
 
 
-def decode_face(raw: tf.Tensor, height: int, width: int) -> tf.Tensor:
-    """uint8 bytes (scalar string) -> [height, width, 1] uint8."""
+def decode_faces(raw: tf.Tensor, size: int) -> tf.Tensor:
+    """[B] uint8 image bytes of size x size faces -> [B, size, size, 1] uint8."""
     pixels = tf.io.decode_raw(raw, tf.uint8)
-    return tf.reshape(pixels, [height, width, 1])
+    return tf.reshape(pixels, [-1, size, size, 1])

@@ -74,6 +74,11 @@ def split_speakers(speakers: Sequence[str], config: DataConfig) -> SpeakerSplit:
     if config.val_speakers:
         _check_named("val_speakers", config.val_speakers, available)
         val = tuple(sorted(set(config.val_speakers)))
+        shared = sorted(set(val) & set(test))
+        if shared:
+            raise ConfigError(
+                f"--val_speakers={','.join(config.val_speakers)}: speaker(s) "
+                f"{', '.join(shared)} are also test speakers (test: {', '.join(test)})")
     elif config.val_speaker_fraction > 0:
         val = _draw(rest, config.val_speaker_fraction, config.seed, _VAL_STREAM,
                     keep_at_least=1)
