@@ -277,3 +277,20 @@ def test_translation_weights_on_hand_values():
     ).numpy()
     sigmoid = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
     np.testing.assert_allclose(weights, [0.5, 0.0, sigmoid(2.0), sigmoid(-2.0)], rtol=1e-6)
+
+
+def test_single_row_class_bank_gets_pooled_bandwidth_and_rank_zero():
+    rng = np.random.default_rng(2)
+    class_banks = rng.normal(size=(2, 6, 3)).astype(np.float32)
+    mask = np.ones((2, 6), bool)
+    mask[1, 1:] = False  # class 1 has a single labeled clip
+    bandwidths = density.class_kde_bandwidths(class_banks, "scott", mask).numpy()
+    pooled = density.scott_bandwidth(class_banks.reshape(12, 3), mask.reshape(12)).numpy()
+    assert bandwidths[1] == pytest.approx(pooled)  # not the degenerate 0 -> 1e-6 spike
+    assert bandwidths[0] == pytest.approx(density.scott_bandwidth(class_banks[0]).numpy())
+    bank_log_densities = density.class_leave_one_out_kde_log_prob(
+        class_banks, bandwidths, mask).numpy()
+    assert np.isneginf(bank_log_densities[1, 0])  # nothing else to be dense against
+    ranks = density.density_rank([0.0, 0.0], [0, 1], bank_log_densities, mask).numpy()
+    assert ranks[1] == 0.0  # no finite reference: not "as dense as the densest"
+    assert ranks[0] > 0.0

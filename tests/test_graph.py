@@ -239,17 +239,26 @@ def test_widest_path_runs_inside_an_outer_compiled_function():
 # --------------------------------------------------------------- edge strengths
 
 
-def test_log_density_to_strength_is_monotone_safe_and_maps_minus_inf_to_zero():
-    log_densities = np.array([-1000.0, -500.0, -10.0, 0.0, -np.inf, -10.0001], np.float32)
-    strengths = graph.log_density_to_strength(log_densities).numpy()
-    assert strengths[3] == 1.0 and strengths[4] == 0.0
-    finite = np.isfinite(log_densities)
-    assert np.all(strengths[finite] > 0)  # a 1000-nat range does not underflow
-    order = np.argsort(log_densities[finite])
-    assert np.all(np.diff(strengths[finite][order]) > 0)
-    # Within 80 nats the strength is the density relative to the densest.
-    close = graph.log_density_to_strength(np.array([-3.0, -1.0], np.float32)).numpy()
-    np.testing.assert_allclose(close, [np.exp(-2.0), 1.0], rtol=1e-6)
+def test_log_density_to_strength_is_the_density_quantile():
+    reference = np.array([-3.0, -1.0, 0.0, -np.inf], np.float32)  # 3 finite values
+    values = np.array([-5.0, -3.0, -2.0, 0.0, 1.0, -np.inf], np.float32)
+    strengths = graph.log_density_to_strength(values, reference).numpy()
+    # (1 + #{r <= v}) / (1 + 3)
+    np.testing.assert_allclose(strengths, [0.25, 0.5, 0.5, 1.0, 1.0, 0.0])
+    masked = graph.log_density_to_strength(values, reference,
+                                           valid=[True, True, False, True, True, True])
+    assert masked.numpy()[2] == 0.0
+
+
+def test_strengths_barely_move_when_an_outlier_joins():
+    rng = np.random.default_rng(3)
+    log_densities = rng.normal(size=200).astype(np.float32)
+    alone = graph.log_density_to_strength(log_densities, log_densities).numpy()
+    with_outlier = np.append(log_densities, -1e4).astype(np.float32)
+    joined = graph.log_density_to_strength(with_outlier, with_outlier).numpy()[:200]
+    # Quantiles shift by at most one rank: a threshold keeps its meaning.
+    assert np.abs(alone - joined).max() <= 1.0 / 200
+    assert np.all(alone > 0)
 
 
 def test_min_endpoint_and_midpoint_edge_strengths():
@@ -259,7 +268,12 @@ def test_min_endpoint_and_midpoint_edge_strengths():
     indices = indices.numpy()
     indices[0, 3] = -1
     node_log_densities = density.leave_one_out_kde_log_prob(points, 0.5).numpy()
-    node_strengths = graph.log_density_to_strength(node_log_densities).numpy()
+
+    def quantile(values):  # independent reference: ranks among node densities
+        ordered = np.sort(node_log_densities)
+        return (1 + np.searchsorted(ordered, values, side="right")) / (1 + len(ordered))
+
+    node_strengths = quantile(node_log_densities)
     endpoint = graph.edge_strengths(points, indices, 0.5, mode="min_endpoint").numpy()
     expected = np.minimum(node_strengths[:, None], node_strengths[np.maximum(indices, 0)])
     expected[0, 3] = 0.0
@@ -269,8 +283,10 @@ def test_min_endpoint_and_midpoint_edge_strengths():
     centres = 0.5 * (points[:, None, :] + points[np.maximum(indices, 0)])
     midpoint_log = density.kde_log_prob(centres.reshape(-1, 3), points, 0.5).numpy().reshape(30, 4)
     listed = indices >= 0
-    expected_mid = np.exp(midpoint_log - midpoint_log[listed].max()) * listed
-    np.testing.assert_allclose(midpoint, expected_mid, rtol=1e-4, atol=1e-7)
+    expected_mid = quantile(midpoint_log) * listed
+    # Equal up to a rank where float rounding reorders near-ties.
+    assert np.mean(np.abs(midpoint - expected_mid) > 1e-6) < 0.02
+    np.testing.assert_allclose(midpoint, expected_mid, atol=2.0 / 31)
     assert midpoint[0, 3] == 0.0
 
 
@@ -356,12 +372,48 @@ def test_pseudo_labels_from_embeddings_threshold_selection():
     np.testing.assert_array_equal(result.selected.numpy(), (labels < 0) & (best >= 0.5))
 
 
+def test_unreached_nodes_get_no_pseudo_label():
+    rng = np.random.default_rng(1)
+    points = np.concatenate([rng.normal(size=(20, 3)), rng.normal(size=(20, 3)) + 50.0])
+    labels = np.full(40, -1, np.int32)
+    labels[[0, 1]] = [0, 1]  # both labels in the first cluster; k = 5 never reaches
+    for method in ("widest_path", "label_spreading"):
+        result = graph.pseudo_labels_from_embeddings(points, labels, np.int64(2),
+                                                     k=np.int64(5), method=method)
+        pseudo = result.pseudo_labels.numpy()
+        assert np.all(pseudo[20:] == -1), method
+        assert not result.selected.numpy()[20:].any()
+        assert np.all(pseudo[2:20] >= 0)
+
+
+def test_labels_outside_the_classes_are_rejected():
+    indices = np.array([[1], [0]], np.int32)
+    with pytest.raises(ValueError, match=r"labels must be -1 .* got \[2\]"):
+        graph.widest_path(indices, np.ones((2, 1), np.float32), [0, 2], 2)
+    with pytest.raises(ValueError, match=r"got \[-3\]"):
+        graph.label_spreading(indices, None, [-3, 0], 2)
+
+
+HALF_MOON_SETTINGS = {
+    "widest_path midpoint h=0.1": dict(edge_strength_mode="midpoint", bandwidth=0.1),
+    "widest_path midpoint scott": dict(edge_strength_mode="midpoint", bandwidth="scott"),
+    "widest_path min_endpoint h=0.1": dict(edge_strength_mode="min_endpoint", bandwidth=0.1),
+    "widest_path min_endpoint scott": dict(edge_strength_mode="min_endpoint",
+                                           bandwidth="scott"),
+    "label_spreading alpha=0.2": dict(method="label_spreading"),
+    "label_spreading alpha=0.99": dict(method="label_spreading", alpha=0.99,
+                                       max_iterations=1000),
+}
+
+
 def test_widest_path_does_not_bleed_across_the_gap_between_half_moons():
-    accuracies = {
-        "widest_path": [],
-        "label_spreading_sklearn_defaults": [],
-        "label_spreading_alpha_0.99": [],
-    }
+    """Pseudo-label accuracy on two interleaved half-moons, 3 labels per class.
+
+    Reported (printed) for every setting; BUILD.md has the table. Only what is
+    robust is asserted: with a bandwidth that resolves the gap, midpoint widest
+    paths do not cross it.
+    """
+    accuracies = {name: [] for name in HALF_MOON_SETTINGS}
     for seed in range(3):
         points, truth = make_moons(400, noise=0.1, random_state=seed)
         rng = np.random.default_rng(seed)
@@ -370,35 +422,12 @@ def test_widest_path_does_not_bleed_across_the_gap_between_half_moons():
             labels[rng.choice(np.flatnonzero(truth == c), 3, replace=False)] = c
         unlabeled = labels < 0
 
-        def accuracy(result):
-            return float(np.mean(result.pseudo_labels.numpy()[unlabeled] == truth[unlabeled]))
-
-        accuracies["widest_path"].append(
-            accuracy(
-                graph.pseudo_labels_from_embeddings(
-                    points, labels, 2, k=10, edge_strength_mode="midpoint", bandwidth=0.1
-                )
-            )
-        )
-        accuracies["label_spreading_sklearn_defaults"].append(
-            accuracy(
-                graph.pseudo_labels_from_embeddings(
-                    points, labels, 2, k=10, method="label_spreading"
-                )
-            )
-        )
-        accuracies["label_spreading_alpha_0.99"].append(
-            accuracy(
-                graph.pseudo_labels_from_embeddings(
-                    points,
-                    labels,
-                    2,
-                    k=10,
-                    method="label_spreading",
-                    alpha=0.99,
-                    max_iterations=1000,
-                )
-            )
-        )
+        for name, settings in HALF_MOON_SETTINGS.items():
+            result = graph.pseudo_labels_from_embeddings(points, labels, 2, k=10, **settings)
+            accuracies[name].append(
+                float(np.mean(result.pseudo_labels.numpy()[unlabeled] == truth[unlabeled])))
     print("half-moon pseudo-label accuracy per seed:", accuracies)
-    assert min(accuracies["widest_path"]) >= 0.95
+    assert min(accuracies["widest_path midpoint h=0.1"]) >= 0.95
+    # Narrowing the kernel helps widest paths in both edge-strength modes.
+    assert np.mean(accuracies["widest_path min_endpoint h=0.1"]) > \
+        np.mean(accuracies["widest_path min_endpoint scott"])

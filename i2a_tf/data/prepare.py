@@ -400,5 +400,8 @@ def prepare(config: Config) -> dict:
                     "by_reason": _skip_counts(skipped)},
     }
     _write_json(os.path.join(data_dir, DATASET_JSON), dataset)
-    log.info("wrote %s", os.path.join(data_dir, DATASET_JSON))
+    log.info("prepared %s: %s clips, %d faces; %d file(s) skipped (see %s)", data_dir,
+             ", ".join(f"{split} {split_info[split]['num_examples']}"
+                       for split in AUDIO_SPLITS),
+             split_info[FACE_SPLIT]["num_examples"], len(skipped), SKIPPED_JSON)
     return dataset

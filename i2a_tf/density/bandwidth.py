@@ -163,16 +163,27 @@ def class_kde_bandwidths(
       max_points: Python int, sample size of the median heuristic.
 
     Returns:
-      `[C]` float32 ≥ 0.
+      `[C]` float32 > 0 when the pooled banks allow: a class whose own rule
+      gives no usable width (fewer than 2 valid rows, or identical rows: h = 0)
+      takes the rule's bandwidth over all classes' valid rows instead, rather
+      than a degenerate spike kernel.
     """
     class_banks = tf.cast(tf.convert_to_tensor(class_banks), tf.float32)
-    num_classes = class_banks.shape[0]
+    num_classes, bank_rows, dim = class_banks.shape
     if class_bank_mask is None:
         class_bank_mask = tf.ones(tf.shape(class_banks)[:2], tf.bool)
     class_bank_mask = tf.cast(tf.convert_to_tensor(class_bank_mask), tf.bool)
-    return tf.stack(
+    per_class = tf.stack(
         [
             kde_bandwidth(class_banks[c], rule, class_bank_mask[c], fixed_bandwidth, max_points)
             for c in range(num_classes)
         ]
     )
+    if rule == "fixed":
+        return per_class
+    pooled = kde_bandwidth(
+        tf.reshape(class_banks, [num_classes * bank_rows, dim]), rule,
+        tf.reshape(class_bank_mask, [-1]), fixed_bandwidth, max_points)
+    counts = tf.reduce_sum(tf.cast(class_bank_mask, tf.float32), axis=1)
+    usable = tf.logical_and(counts >= 2.0, per_class > 0.0)
+    return tf.where(usable, per_class, pooled)

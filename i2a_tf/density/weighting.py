@@ -75,7 +75,8 @@ def density_rank(log_densities, labels, bank_log_densities, class_bank_mask=None
       class_bank_mask: optional `[C, N]` bool, True for valid bank rows.
 
     Returns:
-      `[M]` float32 in [0, 1]; 0 for a class with an empty bank.
+      `[M]` float32 in [0, 1]; 0 for a class with no bank row of finite density
+      (an empty bank, or a single row, whose leave-one-out density is −inf).
     """
     log_densities = tf.cast(tf.convert_to_tensor(log_densities), tf.float32)
     labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
@@ -84,7 +85,9 @@ def density_rank(log_densities, labels, bank_log_densities, class_bank_mask=None
         class_bank_mask = tf.ones(tf.shape(bank_log_densities), tf.bool)
     class_bank_mask = tf.cast(tf.convert_to_tensor(class_bank_mask), tf.bool)
     own_bank = tf.gather(bank_log_densities, labels)
-    own_mask = tf.gather(class_bank_mask, labels)
+    # A bank row without a finite density (e.g. the only row of its class has
+    # no other row to be dense against) is no reference: q = 0, not 1.
+    own_mask = tf.logical_and(tf.gather(class_bank_mask, labels), tf.math.is_finite(own_bank))
     not_denser = tf.logical_and(own_mask, own_bank <= log_densities[:, None])
     below = tf.reduce_sum(tf.cast(not_denser, tf.float32), axis=1)
     valid = tf.reduce_sum(tf.cast(own_mask, tf.float32), axis=1)

@@ -145,6 +145,7 @@ def knn_graph(embeddings, k, *, block_elements=None):
       arbitrary.
     """
     embeddings = tf.cast(tf.convert_to_tensor(embeddings), tf.float32)
+    k = int(k)
     _check_k(embeddings, k)
     indices, neighbour_distances, _ = _knn_compiled(
         embeddings, k, _block_rows(embeddings.shape[0], block_elements), tf.constant(1.0), False
@@ -169,6 +170,7 @@ def knn_graph_with_density(embeddings, k, bandwidth, *, block_elements=None):
       float32 = `log( (1/(N−1)) Σ_{j≠i} N(x_i; x_j, h² I) )`).
     """
     embeddings = tf.cast(tf.convert_to_tensor(embeddings), tf.float32)
+    k = int(k)
     _check_k(embeddings, k)
     bandwidth = tf.maximum(tf.cast(bandwidth, tf.float32), kde.MIN_BANDWIDTH)
     return KnnGraph(

@@ -41,7 +41,18 @@ symmetric normalisation of Zhou et al.
 
 import math
 
+import numpy as np
 import tensorflow as tf
+
+
+def _check_labels(labels, num_classes):
+    """Eagerly, labels must be −1 or a class id: XLA would clamp others silently."""
+    if tf.executing_eagerly():
+        values = labels.numpy()
+        bad = values[(values < -1) | (values >= num_classes)]
+        if bad.size:
+            raise ValueError(f"labels must be -1 (unlabeled) or in [0, {num_classes}); "
+                             f"got {np.unique(bad)[:5].tolist()}")
 
 
 @tf.function(jit_compile=True)
@@ -111,7 +122,12 @@ def widest_path(
     indices = tf.cast(tf.convert_to_tensor(indices), tf.int32)
     strengths = tf.cast(tf.convert_to_tensor(strengths), tf.float32)
     labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+    num_classes = int(num_classes)
+    _check_labels(labels, num_classes)
     num_nodes = indices.shape[0]
+    if num_nodes is None:
+        raise ValueError("widest_path needs a static number of nodes N (indices of "
+                         "shape [N, k] with N known when traced)")
     max_iterations = num_nodes if max_iterations is None else max_iterations
     max_checks = -(-max_iterations // sweeps_per_check)
     return _widest_path_compiled(
@@ -181,6 +197,8 @@ def label_spreading(
         weights = tf.ones(tf.shape(indices), tf.float32)
     weights = tf.cast(tf.convert_to_tensor(weights), tf.float32)
     labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+    num_classes = int(num_classes)
+    _check_labels(labels, num_classes)
     return _label_spreading_compiled(
         indices,
         weights,

@@ -4,7 +4,8 @@ Scores `[N, C]` come from `widest_path` (bottleneck strengths, +inf for a
 labeled node's own class) or `label_spreading` (normalised class masses); both
 are "larger = more strongly reached by class c", so one interface serves both:
 
-- pseudo-label: `argmax_c scores[u, c]` (the given label for labeled nodes);
+- pseudo-label: `argmax_c scores[u, c]` (the given label for labeled nodes;
+  −1 for an unlabeled node no class reaches, whose scores are all 0);
 - confidence: relative margin of the best two classes,
   `(s_1 − s_2) / s_1` in [0, 1] (0 when s_1 = 0, 1 when s_1 = +inf);
 - selection among unlabeled nodes with s_1 > 0: `s_1 ≥ threshold`
@@ -93,7 +94,8 @@ class PseudoLabels(typing.NamedTuple):
     """Result of `pseudo_labels_from_embeddings`.
 
     scores: `[N, C]` float32, per-class propagation scores.
-    pseudo_labels: `[N]` int32, argmax class (given label for labeled nodes).
+    pseudo_labels: `[N]` int32, argmax class (given label for labeled nodes;
+      −1 where no class reaches the node).
     confidences: `[N]` float32 in [0, 1], relative best-two margin.
     selected: `[N]` bool, unlabeled nodes collected for training.
     """
@@ -146,24 +148,22 @@ def pseudo_labels_from_embeddings(
     """
     embeddings = tf.cast(tf.convert_to_tensor(embeddings), tf.float32)
     labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+    k, num_classes = int(k), int(num_classes)
     if method == "widest_path":
         if isinstance(bandwidth, str):
             kernel_std = bandwidth_rules.kde_bandwidth(embeddings, bandwidth)
         else:
             kernel_std = tf.constant(bandwidth, tf.float32)
-        if edge_strength_mode == "min_endpoint":
-            graph = knn.knn_graph_with_density(
-                embeddings, k, kernel_std, block_elements=block_elements
-            )
-            strengths = edge_strength.min_endpoint_edge_strengths(
-                graph.indices, graph.node_log_densities
-            )
-            indices = graph.indices
-        else:
-            indices, _ = knn.knn_graph(embeddings, k, block_elements=block_elements)
-            strengths = edge_strength.edge_strengths(
-                embeddings, indices, kernel_std, mode=edge_strength_mode
-            )
+        # One fused pass gives the kNN lists and the node densities that both
+        # edge-strength modes use (as endpoints, or as the quantile reference).
+        graph = knn.knn_graph_with_density(
+            embeddings, k, kernel_std, block_elements=block_elements
+        )
+        indices = graph.indices
+        strengths = edge_strength.edge_strengths(
+            embeddings, indices, kernel_std, mode=edge_strength_mode,
+            node_log_densities=graph.node_log_densities, block_elements=block_elements
+        )
         scores = propagation.widest_path(
             indices, strengths, labels, num_classes, max_iterations=max_iterations
         )
@@ -182,7 +182,8 @@ def pseudo_labels_from_embeddings(
         raise ValueError(
             f"unknown propagation method {method!r}; expected one of {PROPAGATION_METHODS}"
         )
-    predicted = tf.argmax(scores, axis=1, output_type=tf.int32)
+    reached = tf.reduce_max(scores, axis=1) > 0
+    predicted = tf.where(reached, tf.argmax(scores, axis=1, output_type=tf.int32), -1)
     return PseudoLabels(
         scores=scores,
         pseudo_labels=tf.where(labels >= 0, labels, predicted),
