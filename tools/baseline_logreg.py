@@ -1,0 +1,119 @@
+"""Reference baseline: logistic regression on log-mel statistics, our front end.
+
+The number every network must beat at the same label budget. Each clip becomes
+the per-band mean and standard deviation of its voiced (silence-trimmed)
+log-mel frames (128 values), computed with the project's own front end; a
+standardised logistic regression is fitted on the labeled training clips and
+scored by UAR on the held-out speakers. Splits come from the project's own
+`split_speakers` / `choose_labeled`, i.e. exactly the test speakers and labeled
+subsets that `prepare --test_fold=F --seed=S --label_fraction=P` writes.
+
+`--trim_db=0` keeps every frame (no silence trimming), as a plain log-mel
+statistics baseline would.
+
+Protocol (defaults): EmoDB 5 classes, leave-2-speakers-out (5 folds of the
+sorted speakers) x 3 seeds of the labeled subset, label budgets 5/10/20/100 %.
+
+  python tools/baseline_logreg.py [--speech_dir ../shared/data/emodb/wav]
+
+Prints one JSON object: per budget, mean and std of UAR over folds x seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import balanced_accuracy_score  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from i2a_tf.config import DataConfig, FrontEndConfig  # noqa: E402
+from i2a_tf.data import corpora, frontend, splits  # noqa: E402
+from i2a_tf.data.audio_files import AudioReadError, read_waveform  # noqa: E402
+from i2a_tf.data.label_map import LabelMap  # noqa: E402
+
+CLASSES = ("anger", "disgust", "fear", "happiness", "sadness")
+
+
+def clip_statistics(waveform: np.ndarray, config: FrontEndConfig) -> np.ndarray:
+    """[samples] int16 -> [2 * mels + 1]: mean and std of the voiced log-mel
+    frames, and the voiced duration in seconds (trimming removes the silence
+    whose share of the clip otherwise carries the utterance's duration)."""
+    signal = tf.constant(waveform[np.newaxis].astype(np.float32) / 32768.0)
+    logmel = frontend.log_mel(signal, config)
+    count = frontend.num_frames_for([waveform.shape[0]], config)
+    start, end = frontend.voiced_bounds(logmel, count, config.trim_db)
+    voiced = logmel.numpy()[0, int(start[0]):int(end[0]) + 1]
+    duration_s = voiced.shape[0] * config.hop_ms / 1000.0
+    return np.concatenate([voiced.mean(axis=0), voiced.std(axis=0), [duration_s]])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--speech_corpus", default="emodb")
+    parser.add_argument("--speech_dir", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
+        "emodb", "wav"))
+    parser.add_argument("--fractions", default="0.05,0.1,0.2,1.0")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--trim_db", type=float, default=40.0)
+    args = parser.parse_args()
+    if not os.path.isdir(args.speech_dir):
+        print(f"error: --speech_dir={args.speech_dir}: no such directory", file=sys.stderr)
+        return 2
+
+    config = FrontEndConfig(trim_db=args.trim_db)
+    label_map = LabelMap(CLASSES)
+    scan = corpora.scan_speech(args.speech_corpus, args.speech_dir)
+    features, labels, speakers, ids = [], [], [], []
+    for item in scan.items:
+        class_id = label_map.class_id(item.label)
+        if class_id is None:
+            continue
+        try:
+            waveform = read_waveform(item.path, config.sample_rate)
+        except AudioReadError as error:
+            print(f"skipped {error}", file=sys.stderr)
+            continue
+        features.append(clip_statistics(waveform, config))
+        labels.append(class_id)
+        speakers.append(item.speaker)
+        ids.append(item.utterance_id)
+    features, labels = np.stack(features), np.asarray(labels)
+    speakers, ids = np.asarray(speakers), np.asarray(ids)
+
+    results = {"corpus": args.speech_corpus, "clips": int(len(labels)),
+               "classes": list(CLASSES), "trim_db": args.trim_db, "uar": {}}
+    for fraction in (float(f) for f in args.fractions.split(",")):
+        runs = []
+        for fold in range(args.folds):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                data = DataConfig(test_fold=fold, num_folds=args.folds, seed=seed,
+                                  label_fraction=fraction)
+                split = splits.split_speakers(list(speakers), data)
+                train = np.flatnonzero(np.isin(speakers, split.train))
+                test = np.flatnonzero(np.isin(speakers, split.test))
+                labeled = train[splits.choose_labeled(labels[train], list(ids[train]),
+                                                      fraction, seed)]
+                scaler = StandardScaler().fit(features[labeled])
+                model = LogisticRegression(max_iter=5000).fit(
+                    scaler.transform(features[labeled]), labels[labeled])
+                predicted = model.predict(scaler.transform(features[test]))
+                runs.append(balanced_accuracy_score(labels[test], predicted))
+        results["uar"][f"{fraction:g}"] = {
+            "mean": round(100 * float(np.mean(runs)), 1),
+            "std": round(100 * float(np.std(runs)), 1), "runs": len(runs)}
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
