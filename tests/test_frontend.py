@@ -146,3 +146,19 @@ def test_waveform_features_shape_and_padding_independence():
     assert alone.shape == (1, 64, 30)
     # Zero padding added by batching must not change the features.
     np.testing.assert_allclose(alone.numpy(), in_batch.numpy(), atol=1e-5)
+
+
+def test_front_end_converts_to_tflite_with_builtin_ops_only():
+    """The exported models will carry this front end: it must need no Select TF
+    ops (the LiteRT runtime cannot run them)."""
+    stats = frontend.BandStatistics(np.zeros(64, np.float32), np.ones(64, np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16000], tf.float32)])
+    def features(waveforms):
+        num_samples = tf.fill([tf.shape(waveforms)[0]], tf.shape(waveforms)[1])
+        return frontend.waveform_features(waveforms, num_samples, stats, CONFIG)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [features.get_concrete_function()], features)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    assert len(converter.convert()) > 0  # raises on any op without a builtin
