@@ -193,3 +193,46 @@ def test_missing_precomputed_records_is_a_clear_error(tmp_path):
     prepare(config)
     with pytest.raises(ValueError, match="--use_precomputed_logmel"):
         pipeline.eval_dataset(_with_input(config, use_precomputed_logmel=True), "test")
+
+
+_MIRRORED_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from i2a_tf import config as config_lib
+from i2a_tf.data import pipeline
+config = config_lib.config_from_dict(json.load(open(sys.argv[1])))
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+dataset = strategy.distribute_datasets_from_function(pipeline.make_train_input_fn(config))
+batch = next(iter(dataset))
+shapes = {key: [list(t.shape) for t in strategy.experimental_local_results(value)]
+          for key, value in batch.items()}
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "shapes": shapes}))
+"""
+
+
+def test_train_input_fn_under_mirrored_strategy_on_two_cpu_devices(prepared, tmp_path):
+    """Per-replica batches through distribute_datasets_from_function (fresh
+    process: logical devices must be set before TensorFlow initialises)."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from i2a_tf import config as config_lib
+    config, _ = prepared
+    config_path = tmp_path / "config.json"
+    config_lib.write_config(config, str(config_path))
+    result = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_SCRIPT, str(config_path)], capture_output=True,
+        text=True, timeout=300, cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    # Global batch 4 per stream -> 2 per replica on each of the two devices.
+    assert report["shapes"]["labeled_logmel"] == [[2, 64, 50], [2, 64, 50]]
+    assert report["shapes"]["face_images"] == [[2, 48, 48, 1], [2, 48, 48, 1]]
+    assert report["shapes"]["unlabeled_index"] == [[2], [2]]
