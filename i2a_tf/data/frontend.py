@@ -95,10 +95,10 @@ def voiced_bounds(logmel: tf.Tensor, num_frames: tf.Tensor,
       (start, end): [B] int32 each, inclusive, 0 <= start <= end < num_frames.
     """
     num_frames = tf.cast(num_frames, tf.int32)
-    frame_ids = tf.range(tf.shape(logmel)[1])
-    real = frame_ids[tf.newaxis, :] < num_frames[:, tf.newaxis]
     if trim_db <= 0:
         return tf.zeros_like(num_frames), num_frames - 1
+    frame_ids = tf.range(tf.shape(logmel)[1])
+    real = frame_ids[tf.newaxis, :] < num_frames[:, tf.newaxis]
     energy_db = _DB_PER_NEPER * tf.reduce_logsumexp(logmel, axis=-1)
     lowest = tf.fill(tf.shape(energy_db), tf.constant(-1e30, energy_db.dtype))
     energy_db = tf.where(real, energy_db, lowest)
