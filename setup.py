@@ -25,6 +25,8 @@ setuptools.setup(
         "scipy>=1.13,<2",
         "soundfile>=0.12,<1",
         "pillow>=10,<14",
+        # tf.summary needs it for the training logs; tensorflow 2.21 does not pull it in.
+        "tensorboard>=2.21,<2.22",
     ],
     extras_require={
         "test": ["pytest>=8,<10"],

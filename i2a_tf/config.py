@@ -247,6 +247,214 @@ class InputConfig:
                 raise _bad(name, getattr(self, name), "must be >= 0")
 
 
+ADVERSARIAL_LOSSES = ("hinge", "non_saturating")
+BANDWIDTH_RULE_NAMES = ("scott", "silverman", "median")
+ANNEALING_SCHEDULE_NAMES = ("linear", "cosine", "step")
+PROPAGATIONS = ("widest_path", "label_spreading")
+EDGE_STRENGTHS = ("min_endpoint", "midpoint")
+SELECTIONS = ("top_fraction", "threshold")
+STRATEGIES = ("default", "mirrored")
+
+
+def _check_bandwidth(name: str, value: str) -> None:
+    """A bandwidth flag is a rule name or a positive number (a fixed width)."""
+    if value in BANDWIDTH_RULE_NAMES:
+        return
+    try:
+        width = float(value)
+    except ValueError:
+        width = -1.0
+    if not width > 0:
+        raise _bad(name, value, f"must be one of {', '.join(BANDWIDTH_RULE_NAMES)} "
+                   "or a positive number")
+
+
+def bandwidth_setting(value: str) -> str | float:
+    """A validated bandwidth flag as the density ops take it: rule name or float."""
+    return value if value in BANDWIDTH_RULE_NAMES else float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the four networks (DESIGN.md "Networks")."""
+
+    encoder_width: int = _field(32, "Channels of the face encoder's first conv block "
+                                "(doubled per block, 3 blocks).")
+    face_code_dim: int = _field(128, "Size of the face code h_f.")
+    class_embedding_dim: int = _field(32, "Size of the generator's class embedding.")
+    noise_dim: int = _field(32, "Size of the generator's noise z.")
+    generator_width: int = _field(64, "Channels of the generator's last upsampling "
+                                  "block (doubled towards its input, 3 blocks).")
+    discriminator_width: int = _field(64, "Channels of the discriminator's first "
+                                      "conv block (doubled per block, 3 blocks).")
+    classifier_width: int = _field(64, "Channels of the classifier's first conv "
+                                   "block (doubled per block, 3 blocks).")
+    embedding_dim: int = _field(128, "Size of the classifier embedding phi.")
+    dropout: float = _field(0.3, "Dropout before the classifier's linear head.")
+
+    def validate(self) -> None:
+        for name in ("encoder_width", "face_code_dim", "class_embedding_dim",
+                     "generator_width", "discriminator_width", "classifier_width",
+                     "embedding_dim"):
+            if getattr(self, name) < 1:
+                raise _bad(name, getattr(self, name), "must be >= 1")
+        if self.noise_dim < 0:
+            raise _bad("noise_dim", self.noise_dim, "must be >= 0")
+        if not 0 <= self.dropout < 1:
+            raise _bad("dropout", self.dropout, "must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """The three objectives, the density weights and their annealing."""
+
+    adversarial_loss: str = _field(
+        "hinge", f"GAN loss of D and G: {', '.join(ADVERSARIAL_LOSSES)}.")
+    r1_gamma: float = _field(0.0, "R1 penalty weight on D's real inputs (0 = off).")
+    lambda_cls: float = _field(
+        1.0, "Weight of the class-consistency CE(C(G(...)), y) in G's loss.")
+    lambda_t: float = _field(1.0, "Weight of the translated-sample term of C's loss.")
+    lambda_u: float = _field(1.0, "Weight of the pseudo-labeled term of C's loss.")
+    use_translation: bool = _field(
+        True, "Train E, G, D and feed translated faces to C (off: no faces used).")
+    use_density_weights: bool = _field(
+        True, "Weight translated samples by KDE reliability and density rank "
+        "(off: every translated sample has weight 1).")
+    use_annealing: bool = _field(
+        True, "Anneal the density threshold from 1 to tau_min (off: tau_min "
+        "from the start).")
+    density_bandwidth: str = _field(
+        "scott", "KDE kernel width of the class banks: scott, silverman, median "
+        "or a number.")
+    min_reliability: float = _field(
+        0.4, "rho: translated samples whose KDE class posterior is below this get "
+        "weight 0.")
+    weight_temperature: float = _field(
+        0.1, "T in w = sigmoid((q - tau) / T).")
+    tau_min: float = _field(0.2, "Final density-rank threshold of the annealing.")
+    annealing_epochs: int = _field(
+        0, "Epochs from tau = 1 to tau_min after warm-up (0: all remaining epochs).")
+    annealing_schedule: str = _field(
+        "linear", f"Annealing schedule: {', '.join(ANNEALING_SCHEDULE_NAMES)}.")
+
+    def validate(self) -> None:
+        if self.adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise _bad("adversarial_loss", self.adversarial_loss,
+                       f"must be one of {', '.join(ADVERSARIAL_LOSSES)}")
+        for name in ("r1_gamma", "lambda_cls", "lambda_t", "lambda_u",
+                     "annealing_epochs"):
+            if getattr(self, name) < 0:
+                raise _bad(name, getattr(self, name), "must be >= 0")
+        _check_bandwidth("density_bandwidth", self.density_bandwidth)
+        if not 0 <= self.min_reliability <= 1:
+            raise _bad("min_reliability", self.min_reliability, "must be in [0, 1]")
+        if not self.weight_temperature > 0:
+            raise _bad("weight_temperature", self.weight_temperature, "must be > 0")
+        if not 0 <= self.tau_min <= 1:
+            raise _bad("tau_min", self.tau_min, "must be in [0, 1]")
+        if self.annealing_schedule not in ANNEALING_SCHEDULE_NAMES:
+            raise _bad("annealing_schedule", self.annealing_schedule,
+                       f"must be one of {', '.join(ANNEALING_SCHEDULE_NAMES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphConfig:
+    """High-density-path pseudo-labels of the unlabeled clips."""
+
+    use_pseudo_labels: bool = _field(
+        True, "Pseudo-label unlabeled clips on a kNN graph of phi embeddings.")
+    propagation: str = _field(
+        "widest_path", f"Label propagation: {', '.join(PROPAGATIONS)}.")
+    knn_k: int = _field(10, "Neighbours per node of the kNN graph.")
+    edge_strength: str = _field(
+        "min_endpoint", f"Edge strength (widest path): {', '.join(EDGE_STRENGTHS)}.")
+    graph_bandwidth: str = _field(
+        "median", "KDE kernel width for edge strengths: scott, silverman, median "
+        "or a number.")
+    spreading_alpha: float = _field(0.99, "Label spreading's alpha.")
+    pseudo_label_selection: str = _field(
+        "top_fraction", f"Which reached clips are collected: {', '.join(SELECTIONS)}.")
+    pseudo_label_threshold: float = _field(
+        0.0, "Minimum best-path strength (selection=threshold).")
+    pseudo_label_top_fraction: float = _field(
+        0.5, "Fraction of unlabeled clips collected per predicted class, most "
+        "confident first (selection=top_fraction).")
+    pseudo_label_every: int = _field(
+        2, "Refresh the pseudo-labels every this many epochs after warm-up.")
+    normalize_embeddings: bool = _field(
+        True, "L2-normalise phi embeddings before building the graph.")
+
+    def validate(self) -> None:
+        if self.propagation not in PROPAGATIONS:
+            raise _bad("propagation", self.propagation,
+                       f"must be one of {', '.join(PROPAGATIONS)}")
+        if self.knn_k < 1:
+            raise _bad("knn_k", self.knn_k, "must be >= 1")
+        if self.edge_strength not in EDGE_STRENGTHS:
+            raise _bad("edge_strength", self.edge_strength,
+                       f"must be one of {', '.join(EDGE_STRENGTHS)}")
+        _check_bandwidth("graph_bandwidth", self.graph_bandwidth)
+        if not 0 < self.spreading_alpha < 1:
+            raise _bad("spreading_alpha", self.spreading_alpha, "must be in (0, 1)")
+        if self.pseudo_label_selection not in SELECTIONS:
+            raise _bad("pseudo_label_selection", self.pseudo_label_selection,
+                       f"must be one of {', '.join(SELECTIONS)}")
+        if not 0 < self.pseudo_label_top_fraction <= 1:
+            raise _bad("pseudo_label_top_fraction", self.pseudo_label_top_fraction,
+                       "must be in (0, 1]")
+        if self.pseudo_label_every < 1:
+            raise _bad("pseudo_label_every", self.pseudo_label_every, "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Schedule, optimizers, distribution and compilation."""
+
+    epochs: int = _field(20, "Training epochs.")
+    warmup_epochs: int = _field(
+        4, "Epochs of C on labeled clips only (G/D adversarial only) before the "
+        "full objective.")
+    steps_per_epoch: int = _field(40, "Training steps per epoch.")
+    classifier_lr: float = _field(1e-3, "AdamW learning rate of C.")
+    weight_decay: float = _field(1e-4, "AdamW weight decay of C.")
+    generator_lr: float = _field(2e-4, "Adam learning rate of E and G.")
+    discriminator_lr: float = _field(2e-4, "Adam learning rate of D.")
+    gan_beta_1: float = _field(0.5, "Adam beta_1 of the G and D optimizers.")
+    strategy: str = _field(
+        "default", f"Distribution strategy: {', '.join(STRATEGIES)}.")
+    num_cpu_devices: int = _field(
+        1, "Split the CPU into this many logical devices (to run 'mirrored' "
+        "without GPUs).")
+    jit_compile: bool = _field(False, "XLA-compile the train step (default strategy only).")
+    mixed_precision: bool = _field(False, "mixed_float16 compute (needs a GPU).")
+    verbose: int = _field(2, "Keras progress output: 0 silent, 1 progress bar, "
+                          "2 one line per epoch.")
+
+    def validate(self) -> None:
+        for name in ("epochs", "steps_per_epoch", "num_cpu_devices"):
+            if getattr(self, name) < 1:
+                raise _bad(name, getattr(self, name), "must be >= 1")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise _bad("warmup_epochs", self.warmup_epochs,
+                       f"must be in [0, epochs={self.epochs}]")
+        for name in ("classifier_lr", "generator_lr", "discriminator_lr"):
+            if not getattr(self, name) > 0:
+                raise _bad(name, getattr(self, name), "must be > 0")
+        if self.weight_decay < 0:
+            raise _bad("weight_decay", self.weight_decay, "must be >= 0")
+        if not 0 <= self.gan_beta_1 < 1:
+            raise _bad("gan_beta_1", self.gan_beta_1, "must be in [0, 1)")
+        if self.strategy not in STRATEGIES:
+            raise _bad("strategy", self.strategy,
+                       f"must be one of {', '.join(STRATEGIES)}")
+        if self.jit_compile and self.strategy == "mirrored":
+            raise _bad("jit_compile", self.jit_compile,
+                       "XLA under --strategy=mirrored fails on CPU logical devices "
+                       "in TF 2.21; use --strategy=default or --nojit_compile")
+        if self.verbose not in (0, 1, 2):
+            raise _bad("verbose", self.verbose, "must be 0, 1 or 2")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The whole run: where it writes and every sub-config."""
@@ -255,6 +463,10 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     frontend: FrontEndConfig = dataclasses.field(default_factory=FrontEndConfig)
     input: InputConfig = dataclasses.field(default_factory=InputConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    graph: GraphConfig = dataclasses.field(default_factory=GraphConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
         if not self.workdir:
@@ -262,6 +474,10 @@ class Config:
         self.data.validate()
         self.frontend.validate()
         self.input.validate()
+        self.model.validate()
+        self.loss.validate()
+        self.graph.validate()
+        self.train.validate()
         return self
 
     @property
@@ -269,8 +485,19 @@ class Config:
         """Where prepare writes the TFRecords, dataset.json and skipped.json."""
         return os.path.join(self.workdir, "data")
 
+    @property
+    def classifier_path(self) -> str:
+        """The trained classifier C (Keras format) that evaluate and export read."""
+        return os.path.join(self.workdir, "classifier.keras")
 
-_SUB_CONFIGS = {"data": DataConfig, "frontend": FrontEndConfig, "input": InputConfig}
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.workdir, "metrics.json")
+
+
+_SUB_CONFIGS = {"data": DataConfig, "frontend": FrontEndConfig, "input": InputConfig,
+                "model": ModelConfig, "loss": LossConfig, "graph": GraphConfig,
+                "train": TrainConfig}
 
 
 def leaf_fields() -> list[tuple[str | None, dataclasses.Field]]:

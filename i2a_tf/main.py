@@ -4,8 +4,11 @@ Defines the flags (one per config field, see i2a_tf/config.py), turns them into 
 frozen `Config`, writes it to `<workdir>/config.json` and calls the library.
 Nothing below this module reads flags.
 
-Modes:
-  prepare  corpora -> sharded TFRecords, dataset.json, skipped.json in <workdir>/data
+Modes (`--mode` takes one or several, comma-separated, run in this order):
+  prepare   corpora -> sharded TFRecords, dataset.json, skipped.json in <workdir>/data
+  train     the Image2Audio model -> <workdir>/classifier.keras, logs/, metrics.json
+            (a killed run resumes from <workdir>/backup when re-run)
+  evaluate  <workdir>/classifier.keras on the test speakers -> <workdir>/metrics.json
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from absl import app, flags
 
 from i2a_tf import config as config_lib
 
-MODES = ("prepare",)
+MODES = ("prepare", "train", "evaluate")
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
     """Defines --mode and one flag per leaf field of the config tree."""
-    flags.DEFINE_enum("mode", "prepare", MODES, "What to run.")
+    flags.DEFINE_list("mode", ["prepare"],
+                      f"What to run: one or more of {', '.join(MODES)}, "
+                      "comma-separated; they run in that order.")
     for _, field in config_lib.leaf_fields():
         default = config_lib.field_default(field)
         help_text = field.metadata["help"]
@@ -45,10 +50,30 @@ def config_from_flags() -> config_lib.Config:
         {field.name: FLAGS[field.name].value for _, field in config_lib.leaf_fields()})
 
 
-def run(mode: str, config: config_lib.Config) -> None:
-    if mode == "prepare":
-        from i2a_tf.data.prepare import prepare
-        prepare(config)
+def modes_from_flag(values: list[str]) -> list[str]:
+    """The --mode values, checked and put in pipeline order."""
+    unknown = [v for v in values if v not in MODES]
+    if unknown or not values:
+        raise config_lib.ConfigError(
+            f"--mode={','.join(values)}: choose one or more of {', '.join(MODES)}")
+    return [m for m in MODES if m in values]
+
+
+def run(modes: list[str], config: config_lib.Config) -> None:
+    from i2a_tf.training.distribution import configure_devices
+    # Before any TensorFlow op runs: logical CPU devices can only be set then.
+    configure_devices(config.train)
+    for mode in modes:
+        if mode == "prepare":
+            from i2a_tf.data.prepare import prepare
+            prepare(config)
+        elif mode == "train":
+            from i2a_tf.training.trainer import train
+            train(config)
+        elif mode == "evaluate" and "train" not in modes:
+            # train ends by evaluating the classifier it saved.
+            from i2a_tf.training.trainer import evaluate
+            evaluate(config)
 
 
 def main(argv: list[str]) -> int:
@@ -57,15 +82,17 @@ def main(argv: list[str]) -> int:
     logging.getLogger("i2a_tf").setLevel(logging.INFO)
     try:
         config = config_from_flags()
+        modes = modes_from_flag(FLAGS.mode)
     except config_lib.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     os.makedirs(config.workdir, exist_ok=True)
     config_lib.write_config(config, os.path.join(config.workdir, "config.json"))
     from i2a_tf.data.prepare import PrepareError
+    from i2a_tf.training.trainer import TrainingError
     try:
-        run(FLAGS.mode, config)
-    except (config_lib.ConfigError, PrepareError) as error:
+        run(modes, config)
+    except (config_lib.ConfigError, PrepareError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, config_lib.ConfigError) else 1
     return 0

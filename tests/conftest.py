@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -85,3 +87,15 @@ def small_config(workdir: str, speech_dir: str, face_dir: str, **overrides):
 def shared_data_available() -> bool:
     return os.path.isdir(os.path.join(SHARED_DATA, "emodb", "wav")) and \
         os.path.isdir(os.path.join(SHARED_DATA, "ckplus48"))
+
+
+# Flags that shrink the generated demo corpus for tests.
+SMALL_DEMO = ("--synthetic_speakers=4", "--synthetic_clips_per_class=2",
+              "--synthetic_subjects=3", "--synthetic_images_per_class=1")
+
+
+def run_main(*args, cwd=REPO_ROOT, timeout=600):
+    """`python -m i2a_tf.main *args` in a fresh process; the CompletedProcess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+    return subprocess.run([sys.executable, "-m", "i2a_tf.main", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)

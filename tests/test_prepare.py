@@ -5,14 +5,13 @@ import glob
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import (REPO_ROOT, SHARED_DATA, make_folder_corpora, shared_data_available,
+from conftest import (SMALL_DEMO as _SMALL_DEMO, run_main as _main,
+                      REPO_ROOT, SHARED_DATA, make_folder_corpora, shared_data_available,
                       small_config, tone, write_png, write_wav)
 from i2a_tf.data import schema
 from i2a_tf.data.prepare import PrepareError, prepare
@@ -163,16 +162,6 @@ def test_no_usable_file_fails_clearly(tmp_path):
         assert json.load(f)[0]["reason"].startswith("empty file")
 
 
-def _main(*args, cwd=REPO_ROOT):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
-    return subprocess.run([sys.executable, "-m", "i2a_tf.main", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
-
-
-_SMALL_DEMO = ("--synthetic_speakers=4", "--synthetic_clips_per_class=2",
-               "--synthetic_subjects=3", "--synthetic_images_per_class=1")
-
-
 @pytest.mark.parametrize("flag, message", [
     ("--label_fraction=1.5", "--label_fraction=1.5: must be in (0, 1]"),
     ("--label_fraction=0", "--label_fraction=0.0: must be in (0, 1]"),
@@ -222,7 +211,8 @@ def test_main_prepare_demo_is_byte_identical_across_runs(tmp_path):
 
 @pytest.mark.skipif(not shared_data_available(), reason="../shared/data is absent")
 def test_prepare_real_emodb_and_ckplus(tmp_path):
-    result = _main("--flagfile=configs/emodb_ckplus.cfg", f"--workdir={tmp_path}")
+    result = _main("--flagfile=configs/emodb_ckplus.cfg", "--mode=prepare",
+                   f"--workdir={tmp_path}")
     assert result.returncode == 0, result.stderr
     with open(os.path.join(tmp_path, "data", "dataset.json")) as f:
         info = json.load(f)

@@ -20,8 +20,9 @@ one dict with explicit keys, each stream with its own per-replica batch size:
   unlabeled_logmel [Bu, mels, T] float32, log-mel, normalised
   unlabeled_index  [Bu] int32, the clip's `index` in the train_unlabeled split
 
-A stream whose split is empty (e.g. no unlabeled clips at label_fraction=1) is
-left out of the dict.
+A stream whose split is empty (e.g. no unlabeled clips at label_fraction=1), or
+that the run does not use (faces without translation; unlabeled clips without
+translation or pseudo-labels), is left out of the dict.
 """
 
 from __future__ import annotations
@@ -260,10 +261,12 @@ def make_train_input_fn(config: Config) -> Callable[[tf.distribute.InputContext 
 
     def input_fn(input_context: tf.distribute.InputContext | None = None):
         streams = {}
-        faces = face_dataset(data, config, training=True, input_context=input_context,
-                             batch_size=_per_replica(inputs.face_batch_size, input_context))
-        streams["faces"] = faces.map(
-            lambda b: {"face_images": b["image"], "face_labels": b["label"]})
+        if config.loss.use_translation:
+            faces = face_dataset(
+                data, config, training=True, input_context=input_context,
+                batch_size=_per_replica(inputs.face_batch_size, input_context))
+            streams["faces"] = faces.map(
+                lambda b: {"face_images": b["image"], "face_labels": b["label"]})
         audio = functools.partial(audio_dataset, data, config=config, training=True,
                                   input_context=input_context)
         if data.num_examples("train_labeled"):
@@ -271,7 +274,8 @@ def make_train_input_fn(config: Config) -> Callable[[tf.distribute.InputContext 
                 "train_labeled",
                 batch_size=_per_replica(inputs.labeled_batch_size, input_context)).map(
                     lambda b: {"labeled_logmel": b["logmel"], "labeled_labels": b["label"]})
-        if data.num_examples("train_unlabeled"):
+        uses_unlabeled = config.loss.use_translation or config.graph.use_pseudo_labels
+        if uses_unlabeled and data.num_examples("train_unlabeled"):
             streams["unlabeled"] = audio(
                 "train_unlabeled",
                 batch_size=_per_replica(inputs.unlabeled_batch_size, input_context)).map(

@@ -1,0 +1,274 @@
+"""Callbacks that refresh the training state and manage the run.
+
+They run eagerly between steps (cross-replica context) and write into the
+model's state variables, so the compiled train step never retraces:
+
+  EpochClock          model.epoch <- the epoch about to run
+  ClassBankRefresh    per-class φ banks of labeled clips, every epoch
+  PseudoLabelRefresh  graph pseudo-labels of unlabeled clips, every K epochs
+  EpochEvaluation     validation / test UAR per epoch, best-model selection,
+                      confusion-matrix and translated-spectrogram images
+  FiniteBackupAndRestore  BackupAndRestore that never saves a non-finite epoch
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from i2a_tf import graph
+from i2a_tf.config import Config, bandwidth_setting
+from i2a_tf.training.evaluation import classification_metrics, run_over_split
+
+log = logging.getLogger("i2a_tf.training")
+
+
+def _embed_fn(model):
+    @tf.function(reduce_retracing=True)
+    def embed(logmel):
+        return model.classifier_outputs(logmel, training=False)
+    return embed
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Sets `model.epoch` (the annealing and warm-up clock) at each epoch start."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.epoch.assign(float(epoch))
+
+
+class ClassBankRefresh(keras.callbacks.Callback):
+    """Refills the per-class φ banks from the labeled clips (centre crops) at
+    every epoch start, so density weights follow the current φ."""
+
+    def __init__(self, labeled_dataset: tf.data.Dataset):
+        super().__init__()
+        self.labeled_dataset = labeled_dataset
+
+        self.embed = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.embed = self.embed or _embed_fn(self.model)
+        result = run_over_split(lambda x: self.embed(x)[0], self.labeled_dataset)
+        self.model.set_class_banks(result["outputs"], result["label"])
+
+
+class PseudoLabelRefresh(keras.callbacks.Callback):
+    """Every `pseudo_label_every` epochs after warm-up: embed labeled and
+    unlabeled clips, build the kNN graph, propagate (widest path or label
+    spreading) and write pseudo-labels and confidences into the model.
+
+    Logs the pseudo-label accuracy against the hidden `true_label` (analysis
+    only, it never reaches a loss): over the collected clips, over every
+    reached clip, and the coverage (collected / unlabeled). The history goes to
+    `<workdir>/pseudo_labels.json`; the last refresh's figures are added to the
+    epoch logs (so TensorBoard plots them).
+    """
+
+    def __init__(self, config: Config, labeled_dataset: tf.data.Dataset,
+                 unlabeled_dataset: tf.data.Dataset):
+        super().__init__()
+        self.config = config
+        self.labeled_dataset = labeled_dataset
+        self.unlabeled_dataset = unlabeled_dataset
+        self.path = os.path.join(config.workdir, "pseudo_labels.json")
+        self.last: dict | None = None
+        self.embed = None
+
+    def _due(self, epoch: int) -> bool:
+        since = epoch - self.config.train.warmup_epochs
+        return since >= 0 and since % self.config.graph.pseudo_label_every == 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._due(epoch):
+            return
+        g = self.config.graph
+        self.embed = self.embed or _embed_fn(self.model)
+        labeled = run_over_split(lambda x: self.embed(x)[0], self.labeled_dataset)
+        unlabeled = run_over_split(lambda x: self.embed(x)[0], self.unlabeled_dataset)
+        embeddings = np.concatenate([labeled["outputs"], unlabeled["outputs"]])
+        if g.normalize_embeddings:
+            embeddings = embeddings / np.maximum(
+                np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        labels = np.concatenate([labeled["label"],
+                                 np.full(len(unlabeled["label"]), -1, np.int32)])
+        k = min(g.knn_k, len(labels) - 1)
+        result = graph.pseudo_labels_from_embeddings(
+            embeddings, labels, self.model.num_classes, method=g.propagation, k=k,
+            edge_strength_mode=g.edge_strength,
+            bandwidth=bandwidth_setting(g.graph_bandwidth),
+            selection=g.pseudo_label_selection, threshold=g.pseudo_label_threshold,
+            top_fraction=g.pseudo_label_top_fraction, alpha=g.spreading_alpha)
+        start = len(labeled["label"])
+        pseudo = result.pseudo_labels.numpy()[start:]
+        selected = result.selected.numpy()[start:]
+        confidences = np.where(selected, result.confidences.numpy()[start:], 0.0)
+        self.model.set_pseudo_labels(unlabeled["index"], pseudo, confidences)
+        truth = unlabeled["true_label"]
+        reached = pseudo >= 0
+        self.last = {
+            "epoch": int(epoch),
+            "pseudo_label_accuracy": _fraction(pseudo[selected] == truth[selected]),
+            "pseudo_label_reached_accuracy": _fraction(pseudo[reached] == truth[reached]),
+            "pseudo_label_coverage": float(np.mean(selected)) if len(selected) else 0.0,
+            "num_collected": int(selected.sum()),
+            "num_unlabeled": int(len(selected)),
+        }
+        log.info("pseudo-labels at epoch %d: %s", epoch, self.last)
+        history = []
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                history = [h for h in json.load(f) if h["epoch"] < epoch]
+        history.append(self.last)
+        with open(self.path, "w", encoding="utf-8") as f:
+            json.dump(history, f, indent=1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.last is not None and logs is not None:
+            for key in ("pseudo_label_accuracy", "pseudo_label_coverage"):
+                logs[key] = self.last[key]
+
+
+def _fraction(hits: np.ndarray) -> float:
+    return float(np.mean(hits)) if len(hits) else float("nan")
+
+
+class EpochEvaluation(keras.callbacks.Callback):
+    """UAR per epoch and best-model selection by validation UAR.
+
+    With a validation split, `val_uar` is computed each epoch and the
+    classifier weights of the best epoch are kept in `best_path` (with
+    `best.json` recording the epoch and UAR, so a resumed run keeps them).
+    The test split's UAR is logged as `test_uar` for analysis only; it never
+    selects a model. Images (TensorBoard, `image_dir`): the confusion matrix of
+    the selection split (validation, else test) and one translated
+    spectrogram per class from fixed faces.
+    """
+
+    def __init__(self, config: Config, val_dataset, test_dataset, faces, image_dir):
+        super().__init__()
+        self.config = config
+        self.val_dataset = val_dataset
+        self.test_dataset = test_dataset
+        self.faces = faces  # (images [C, S, S, 1], labels [C]) or None
+        self.best_path = os.path.join(config.workdir, "best.weights.h5")
+        self.best_json = os.path.join(config.workdir, "best.json")
+        self.writer = tf.summary.create_file_writer(image_dir)
+        self.predict = None
+
+    def _best(self) -> dict:
+        if os.path.exists(self.best_json):
+            with open(self.best_json, encoding="utf-8") as f:
+                return json.load(f)
+        return {"epoch": -1, "val_uar": -1.0}
+
+    def _metrics(self, dataset):
+        if self.predict is None:
+            classifier = self.model.classifier
+
+            @tf.function(reduce_retracing=True)
+            def predict(x):
+                return tf.argmax(classifier(x, training=False), axis=1)
+
+            self.predict = predict
+        result = run_over_split(self.predict, dataset)
+        return classification_metrics(result["true_label"], result["outputs"],
+                                      self.model.config.data.classes)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        shown = None
+        if self.test_dataset is not None:
+            shown = self._metrics(self.test_dataset)
+            logs["test_uar"] = shown["uar"]
+        if self.val_dataset is not None:
+            shown = self._metrics(self.val_dataset)
+            logs["val_uar"] = shown["uar"]
+            if logs_finite(logs) and shown["uar"] > self._best()["val_uar"]:
+                self.model.classifier.save_weights(self.best_path)
+                with open(self.best_json, "w", encoding="utf-8") as f:
+                    json.dump({"epoch": int(epoch), "val_uar": shown["uar"]}, f)
+        with self.writer.as_default(step=epoch):
+            if shown is not None:
+                tf.summary.image("confusion_matrix",
+                                 confusion_image(np.asarray(shown["confusion_matrix"])))
+            if self.faces is not None and self.model.use_translation:
+                tf.summary.image("translated_per_class", self._translated_grid())
+        self.writer.flush()
+
+    def _translated_grid(self) -> np.ndarray:
+        images, labels = self.faces
+        inputs = [self.model.face_encoder(images, training=False),
+                  tf.convert_to_tensor(labels)]
+        if self.config.model.noise_dim:
+            inputs.append(tf.zeros([len(labels), self.config.model.noise_dim]))
+        translated = self.model.generator(inputs, training=False).numpy()
+        return spectrogram_grid(translated)
+
+
+def confusion_image(confusion: np.ndarray, cell: int = 24) -> np.ndarray:
+    """Row-normalised confusion matrix as a `[1, C·cell, C·cell, 1]` grey image
+    (white = all of the true class's clips in that column)."""
+    rows = confusion.sum(axis=1, keepdims=True)
+    normalised = confusion / np.maximum(rows, 1)
+    image = np.kron(normalised, np.ones((cell, cell)))
+    return image[np.newaxis, :, :, np.newaxis].astype(np.float32)
+
+
+def spectrogram_grid(logmels: np.ndarray) -> np.ndarray:
+    """`[C, mels, T]` log-mels stacked top to bottom (class order), low
+    frequencies at the bottom of each, scaled to [0, 1]: `[1, C·mels, T, 1]`."""
+    flipped = logmels[:, ::-1, :]
+    low, high = np.percentile(flipped, 1), np.percentile(flipped, 99)
+    scaled = np.clip((flipped - low) / max(high - low, 1e-6), 0.0, 1.0)
+    return np.concatenate(list(scaled), axis=0)[np.newaxis, :, :, np.newaxis].astype(
+        np.float32)
+
+
+class FiniteBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` that skips saving an epoch whose logs are not finite.
+
+    Keras calls `on_epoch_end` even after `TerminateOnNaN` stops an epoch, and
+    the stock callback would then overwrite the last good checkpoint with NaN
+    weights. The checkpoint is kept when training ends (the trainer deletes it
+    after a successful run), so a diverged or killed run can be resumed.
+    Weights and metadata are each written to a temporary file and renamed, so
+    a kill while saving leaves the previous epoch's checkpoint readable.
+    """
+
+    def __init__(self, backup_dir: str):
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        self.diverged_at: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs_finite(logs):
+            self.diverged_at = epoch
+            return
+        super().on_epoch_end(epoch, logs)
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        partial = self._weights_path + ".partial.weights.h5"
+        self.model.save_weights(partial, overwrite=True)
+        os.replace(partial, self._weights_path)
+        partial = self._training_metadata_path + ".partial"
+        with open(partial, "w", encoding="utf-8") as f:
+            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
+        os.replace(partial, self._training_metadata_path)
+
+
+# Figures that may be NaN without the run diverging (e.g. the accuracy over
+# zero collected pseudo-labels); they never decide whether to checkpoint.
+ANALYSIS_LOGS = ("pseudo_label_accuracy", "pseudo_label_coverage", "test_uar", "val_uar")
+
+
+def logs_finite(logs) -> bool:
+    """True when every training figure in `logs` is a finite number."""
+    return all(math.isfinite(float(v)) for k, v in (logs or {}).items()
+               if k not in ANALYSIS_LOGS and np.ndim(v) == 0)

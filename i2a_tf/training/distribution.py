@@ -1,0 +1,46 @@
+"""Devices, the distribution strategy and numeric policy of a run."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from i2a_tf.config import ConfigError, TrainConfig
+
+
+def configure_devices(train: TrainConfig) -> None:
+    """Splits the CPU into `num_cpu_devices` logical devices (before TF starts
+    using devices) and sets the mixed-precision policy.
+
+    Raises ConfigError when the devices are already initialised with another
+    count, or when mixed precision is asked for without a GPU.
+    """
+    if train.num_cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        wanted = [tf.config.LogicalDeviceConfiguration()] * train.num_cpu_devices
+        try:
+            tf.config.set_logical_device_configuration(cpu, wanted)
+        except RuntimeError as error:
+            if len(tf.config.list_logical_devices("CPU")) != train.num_cpu_devices:
+                raise ConfigError(
+                    f"--num_cpu_devices={train.num_cpu_devices}: TensorFlow has "
+                    f"already initialised its devices ({error})") from error
+    if train.mixed_precision:
+        if not tf.config.list_physical_devices("GPU"):
+            raise ConfigError("--mixed_precision=true: needs a GPU and none is visible; "
+                              "mixed_float16 is slower than float32 on CPU")
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def make_strategy(train: TrainConfig) -> tf.distribute.Strategy:
+    """The default strategy, or MirroredStrategy over every GPU, or else over
+    the logical CPU devices."""
+    if train.strategy == "default":
+        return tf.distribute.get_strategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    if len(devices) < 2:
+        raise ConfigError(
+            "--strategy=mirrored: only one device is visible; set "
+            "--num_cpu_devices=2 (or more) to mirror over logical CPU devices")
+    return tf.distribute.MirroredStrategy(devices)

@@ -1,0 +1,374 @@
+"""The Image2Audio model: E, G, D and C trained by one custom `train_step`.
+
+`train_step` is written for one replica's batch and never assumes `fit`:
+`model.fit` runs it under the default or a mirrored strategy, and a custom loop
+can call `strategy.run(model.train_step, (batch,))` (the design that serves
+multi-worker training, where Keras 3 `fit` fails: keras-team/keras#20585).
+Every loss divides by a *global* denominator (see `training.losses`), so the
+summed replica gradients equal the single-device gradient of the global batch.
+
+One forward pass per step serves all three objectives (simultaneous updates):
+G translates the face batch once; D scores real and translated spectrograms in
+one call; C embeds and classifies labeled, unlabeled and translated
+spectrograms in one call. Three optimizers then apply the gradients of
+
+  L_D = adversarial loss of D (+ optional R1)                    -> D
+  L_G = adversarial loss of G + λ_cls · CE(C(s̃), y)              -> E, G
+  L_C = CE(C(x_a), y) + λ_t · Σ w CE(C(s̃), y) / Σ w
+                      + λ_u · Σ c CE(C(x_u), ŷ) / Σ c             -> C
+
+State the callbacks refresh lives in non-trainable variables, so the compiled
+step never retraces and `BackupAndRestore` checkpoints it with the weights:
+the epoch, the per-class φ banks of labeled clips with their bandwidths and
+leave-one-out densities, and the pseudo-labels and confidences of the unlabeled
+clips (indexed by the clip's `index` in the train_unlabeled split).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from i2a_tf import density
+from i2a_tf.config import Config, bandwidth_setting
+from i2a_tf.models import (EMBEDDING_LAYER, build_classifier, build_discriminator,
+                           build_face_encoder, build_generator)
+from i2a_tf.training import losses
+
+TRACKERS = (
+    "loss", "d_loss", "r1_penalty", "g_adversarial_loss", "g_class_loss",
+    "c_loss", "c_labeled_loss", "c_translated_loss", "c_unlabeled_loss",
+    "labeled_accuracy", "translated_accuracy", "mean_density_weight",
+    "admitted_fraction", "annealing_threshold", "pseudo_labeled_fraction",
+)
+
+
+def _global_sum(value: tf.Tensor) -> tf.Tensor:
+    """Σ over replicas (identity on one replica)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def _num_replicas() -> int:
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+class Image2Audio(keras.Model):
+    """E, G, D, C and the training state; `call` is the classifier C.
+
+    Args:
+      config: the run's `Config` (model sizes, loss settings, schedule).
+      num_classes: C.
+      face_size: face image side.
+      num_unlabeled: clips in the train_unlabeled split (pseudo-label slots).
+      bank_size: rows per class bank (>= the labeled clips of any class).
+    """
+
+    def __init__(self, config: Config, *, num_classes: int, face_size: int,
+                 num_unlabeled: int, bank_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.num_classes = num_classes
+        m, f = config.model, config.frontend
+        self.classifier = build_classifier(
+            num_classes, f.num_mels, f.num_frames, width=m.classifier_width,
+            embedding_dim=m.embedding_dim, dropout=m.dropout)
+        # φ and C in one forward pass (shared layers).
+        self.classifier_outputs = keras.Model(
+            self.classifier.input,
+            [self.classifier.get_layer(EMBEDDING_LAYER).output, self.classifier.output],
+            name="classifier_outputs")
+        self.use_translation = config.loss.use_translation
+        if self.use_translation:
+            self.face_encoder = build_face_encoder(
+                face_size, m.encoder_width, m.face_code_dim)
+            self.generator = build_generator(
+                num_classes, f.num_mels, f.num_frames, code_dim=m.face_code_dim,
+                class_embedding_dim=m.class_embedding_dim, noise_dim=m.noise_dim,
+                width=m.generator_width)
+            self.discriminator = build_discriminator(
+                num_classes, f.num_mels, f.num_frames, width=m.discriminator_width)
+        self.bank_size = max(int(bank_size), 1)
+        self.num_unlabeled = max(int(num_unlabeled), 1)
+        state = dict(trainable=False, autocast=False)
+        self.epoch = self.add_weight(shape=(), initializer="zeros", name="epoch",
+                                     **state)
+        self.class_banks = self.add_weight(
+            shape=(num_classes, self.bank_size, m.embedding_dim), initializer="zeros",
+            name="class_banks", **state)
+        self.class_bank_mask = self.add_weight(
+            shape=(num_classes, self.bank_size), initializer="zeros",
+            name="class_bank_mask", **state)
+        self.bandwidths = self.add_weight(
+            shape=(num_classes,), initializer="ones", name="bandwidths", **state)
+        self.bank_log_densities = self.add_weight(
+            shape=(num_classes, self.bank_size), initializer="zeros",
+            name="bank_log_densities", **state)
+        self.pseudo_labels = self.add_weight(
+            shape=(self.num_unlabeled,), initializer=keras.initializers.Constant(-1),
+            dtype="int32", name="pseudo_labels", **state)
+        self.pseudo_confidences = self.add_weight(
+            shape=(self.num_unlabeled,), initializer="zeros",
+            name="pseudo_confidences", **state)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in TRACKERS}
+        # Every network is functional and already built; so is the state.
+        self.built = True
+
+    # -- Keras plumbing ---------------------------------------------------------
+
+    def call(self, logmel, training=False):
+        return self.classifier(logmel, training=training)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def compile(self, classifier_optimizer, generator_optimizer=None,
+                discriminator_optimizer=None, **kwargs):
+        """Takes the three optimizers (C; E+G; D) and builds them in scope.
+
+        Each optimizer is built on its own variables here, inside the
+        strategy scope: a multi-optimizer `train_step` under MirroredStrategy
+        otherwise fails on a placeholder created at first apply.
+        """
+        super().compile(**kwargs)
+        self.classifier_optimizer = classifier_optimizer
+        self.classifier_optimizer.build(self.classifier.trainable_variables)
+        if self.use_translation:
+            if generator_optimizer is None or discriminator_optimizer is None:
+                raise ValueError("use_translation needs generator and "
+                                 "discriminator optimizers")
+            self.generator_optimizer = generator_optimizer
+            self.generator_optimizer.build(self.generator_variables)
+            self.discriminator_optimizer = discriminator_optimizer
+            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+    @property
+    def generator_variables(self):
+        return (self.face_encoder.trainable_variables
+                + self.generator.trainable_variables)
+
+    # -- The schedule -------------------------------------------------------------
+
+    def full_objective_gate(self) -> tf.Tensor:
+        """1.0 once warm-up is over, else 0.0."""
+        return tf.cast(self.epoch >= float(self.config.train.warmup_epochs), tf.float32)
+
+    def threshold(self) -> tf.Tensor:
+        """τ(t) for the current epoch (τ_min when annealing is off)."""
+        loss = self.config.loss
+        if not loss.use_annealing:
+            return tf.constant(loss.tau_min, tf.float32)
+        train = self.config.train
+        span = loss.annealing_epochs or max(train.epochs - train.warmup_epochs - 1, 1)
+        progress = tf.maximum(self.epoch - float(train.warmup_epochs), 0.0)
+        return density.annealing_threshold(progress, float(span), loss.tau_min,
+                                           loss.annealing_schedule)
+
+    # -- The step ---------------------------------------------------------------------
+
+    def _noise(self, batch_size: tf.Tensor) -> tf.Tensor:
+        """z for this replica's faces: rows of one global draw keyed by the step,
+        so the global batch gets the same noise on any number of replicas."""
+        dim = self.config.model.noise_dim
+        replicas = _num_replicas()
+        context = tf.distribute.get_replica_context()
+        replica = 0 if context is None else context.replica_id_in_sync_group
+        seed = tf.stack([tf.constant(self.config.data.seed, tf.int64),
+                         tf.cast(self.classifier_optimizer.iterations, tf.int64)])
+        noise = tf.random.stateless_normal([batch_size * replicas, dim], seed)
+        start = tf.cast(replica, tf.int32) * batch_size
+        return noise[start:start + batch_size]
+
+    def train_step(self, data):
+        cfg = self.config.loss
+        replicas = _num_replicas()
+        gate = self.full_objective_gate()
+        labeled = data["labeled_logmel"]
+        labeled_labels = tf.cast(data["labeled_labels"], tf.int32)
+        batches = [labeled]
+        num_labeled = tf.shape(labeled)[0]
+        global_labeled = num_labeled * replicas
+        has_unlabeled = "unlabeled_logmel" in data
+        # Unlabeled clips feed C only with pseudo-labels, and D as real clips.
+        classify_unlabeled = has_unlabeled and self.config.graph.use_pseudo_labels
+        if has_unlabeled:
+            unlabeled = data["unlabeled_logmel"]
+            index = tf.cast(data["unlabeled_index"], tf.int32)
+            pseudo = tf.gather(self.pseudo_labels, index)
+            confidence = tf.gather(self.pseudo_confidences, index)
+            if not classify_unlabeled:
+                confidence = tf.zeros_like(confidence)
+            confidence = tf.where(pseudo >= 0, confidence, 0.0)
+            num_unlabeled = tf.shape(unlabeled)[0]
+        if classify_unlabeled:
+            batches.append(unlabeled)
+        logs = {}
+
+        with tf.GradientTape(persistent=True) as tape:
+            if self.use_translation:
+                faces = data["face_images"]
+                face_labels = tf.cast(data["face_labels"], tf.int32)
+                num_faces = tf.shape(faces)[0]
+                global_faces = num_faces * replicas
+                generator_inputs = [self.face_encoder(faces, training=True), face_labels]
+                if self.config.model.noise_dim:
+                    generator_inputs.append(self._noise(num_faces))
+                translated = self.generator(generator_inputs, training=True)
+                batches.append(translated)
+            spectrograms = tf.concat(batches, axis=0)
+            embeddings, logits = self.classifier_outputs(spectrograms, training=True)
+            labeled_logits = logits[:num_labeled]
+            c_labeled = losses.cross_entropy(labeled_labels, labeled_logits,
+                                             global_labeled)
+            c_loss = c_labeled
+            if classify_unlabeled:
+                unlabeled_logits = logits[num_labeled:num_labeled + num_unlabeled]
+                c_unlabeled = losses.confidence_weighted_cross_entropy(
+                    pseudo, unlabeled_logits, confidence,
+                    _global_sum(tf.reduce_sum(confidence)))
+                c_loss += cfg.lambda_u * gate * c_unlabeled
+                logs["c_unlabeled_loss"] = c_unlabeled
+                logs["pseudo_labeled_fraction"] = (
+                    _global_sum(tf.reduce_sum(tf.cast(confidence > 0, tf.float32)))
+                    / tf.cast(num_unlabeled * replicas, tf.float32))
+            if self.use_translation:
+                translated_logits = logits[-num_faces:]
+                weights, admitted = self._translation_weights(
+                    tf.stop_gradient(embeddings[-num_faces:]), face_labels)
+                c_translated = losses.density_weighted_cross_entropy(
+                    face_labels, translated_logits, weights,
+                    _global_sum(tf.reduce_sum(weights)))
+                c_loss += cfg.lambda_t * gate * c_translated
+
+                real = labeled
+                real_labels = labeled_labels
+                if has_unlabeled:
+                    real = tf.concat([labeled, unlabeled], axis=0)
+                    # An unlabeled clip scores with its pseudo-label once it
+                    # has one, else unconditionally.
+                    real_labels = tf.concat(
+                        [labeled_labels, tf.where(confidence > 0, pseudo, -1)], axis=0)
+                num_real = tf.shape(real)[0]
+                global_real = num_real * replicas
+                scores = self.discriminator(
+                    [tf.concat([real, translated], axis=0),
+                     tf.concat([real_labels, face_labels], axis=0)], training=True)
+                real_scores, fake_scores = scores[:num_real], scores[num_real:]
+                d_loss = losses.DISCRIMINATOR_LOSSES[cfg.adversarial_loss](
+                    real_scores, fake_scores, global_real, global_faces)
+                if cfg.r1_gamma > 0:
+                    penalty = self._r1_penalty(real, real_labels, global_real)
+                    d_loss += penalty
+                    logs["r1_penalty"] = penalty
+                g_adversarial = losses.GENERATOR_LOSSES[cfg.adversarial_loss](
+                    fake_scores, global_faces)
+                g_class = losses.cross_entropy(face_labels, translated_logits,
+                                               global_faces)
+                g_loss = g_adversarial + cfg.lambda_cls * gate * g_class
+                logs.update(d_loss=d_loss, g_adversarial_loss=g_adversarial,
+                            g_class_loss=g_class, c_translated_loss=c_translated,
+                            mean_density_weight=_global_sum(tf.reduce_sum(weights))
+                            / tf.cast(global_faces, tf.float32),
+                            admitted_fraction=_global_sum(tf.reduce_sum(admitted))
+                            / tf.cast(global_faces, tf.float32),
+                            translated_accuracy=self._accuracy(
+                                face_labels, translated_logits, global_faces))
+
+        self._apply(self.classifier_optimizer, tape, c_loss,
+                    self.classifier.trainable_variables)
+        total = c_loss
+        if self.use_translation:
+            self._apply(self.generator_optimizer, tape, g_loss, self.generator_variables)
+            self._apply(self.discriminator_optimizer, tape, d_loss,
+                        self.discriminator.trainable_variables)
+            total = total + g_loss + d_loss
+        del tape
+        logs.update(c_loss=c_loss, c_labeled_loss=c_labeled,
+                    labeled_accuracy=self._accuracy(labeled_labels, labeled_logits,
+                                                    global_labeled),
+                    annealing_threshold=self.threshold())
+        # Replica losses are shares of the global loss: sum them to log it.
+        for name in ("c_loss", "c_labeled_loss", "c_unlabeled_loss",
+                     "c_translated_loss", "d_loss", "r1_penalty",
+                     "g_adversarial_loss", "g_class_loss"):
+            if name in logs:
+                logs[name] = _global_sum(logs[name])
+        logs["loss"] = _global_sum(total)
+        for name, value in logs.items():
+            self.trackers[name].update_state(value)
+        return {name: self.trackers[name].result() for name in logs}
+
+    def _apply(self, optimizer, tape, loss, variables):
+        gradients = tape.gradient(loss, variables)
+        optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables) if g is not None])
+
+    @staticmethod
+    def _accuracy(labels, logits, global_count):
+        correct = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32),
+                                   labels), tf.float32)
+        return _global_sum(tf.reduce_sum(correct)) / tf.cast(global_count, tf.float32)
+
+    def _translation_weights(self, translated_embeddings, labels):
+        """Density weights w_i of translated samples and whether each is admitted
+        (w_i >= 1/2, i.e. reliable and at least as dense as τ(t))."""
+        cfg = self.config.loss
+        if not cfg.use_density_weights:
+            ones = tf.ones_like(labels, tf.float32)
+            return ones, ones
+        result = density.translation_density_weights(
+            translated_embeddings, labels, self.class_banks,
+            self.class_bank_mask > 0.5, self.bandwidths, self.bank_log_densities,
+            self.threshold(), cfg.min_reliability, cfg.weight_temperature)
+        weights = tf.stop_gradient(result.weights)
+        return weights, tf.cast(weights >= 0.5, tf.float32)
+
+    def _r1_penalty(self, real, real_labels, global_real):
+        with tf.GradientTape() as inner:
+            inner.watch(real)
+            total_score = tf.reduce_sum(
+                self.discriminator([real, real_labels], training=False))
+        gradients = inner.gradient(total_score, real)
+        return losses.r1_penalty(gradients, self.config.loss.r1_gamma, global_real)
+
+    # -- State the callbacks refresh (cross-replica context) ----------------------------
+
+    def set_class_banks(self, embeddings: np.ndarray, labels: np.ndarray) -> None:
+        """Fills the per-class banks with φ of labeled clips, and their
+        bandwidths and leave-one-out densities.
+
+        embeddings: `[N, d]` float32; labels: `[N]` int class ids.
+        """
+        banks = np.zeros(self.class_banks.shape, np.float32)
+        mask = np.zeros(self.class_bank_mask.shape, np.float32)
+        for c in range(self.num_classes):
+            rows = embeddings[labels == c][:self.bank_size]
+            banks[c, :len(rows)] = rows
+            mask[c, :len(rows)] = 1.0
+        setting = bandwidth_setting(self.config.loss.density_bandwidth)
+        if isinstance(setting, str):
+            bandwidths = density.class_kde_bandwidths(banks, setting, mask > 0.5)
+        else:
+            bandwidths = tf.fill([self.num_classes], setting)
+        bank_log_densities = density.class_leave_one_out_kde_log_prob(
+            banks, bandwidths, mask > 0.5)
+        self.class_banks.assign(banks)
+        self.class_bank_mask.assign(mask)
+        self.bandwidths.assign(bandwidths)
+        self.bank_log_densities.assign(bank_log_densities)
+
+    def set_pseudo_labels(self, indices: np.ndarray, labels: np.ndarray,
+                          confidences: np.ndarray) -> None:
+        """Writes pseudo-labels (−1: none) and confidences (0: not collected)
+        at the unlabeled clips' `index`."""
+        new_labels = np.full(self.pseudo_labels.shape, -1, np.int32)
+        new_confidences = np.zeros(self.pseudo_confidences.shape, np.float32)
+        new_labels[indices] = labels
+        new_confidences[indices] = confidences
+        self.pseudo_labels.assign(new_labels)
+        self.pseudo_confidences.assign(new_confidences)

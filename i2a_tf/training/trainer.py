@@ -1,0 +1,183 @@
+"""`--mode=train` and `--mode=evaluate`: the run around the Image2Audio model.
+
+train: seeds -> strategy -> model and three optimizers in scope -> `fit` with
+the state-refreshing callbacks, checkpoints (resumed after a kill), TensorBoard
+logs -> the selected classifier C saved as `<workdir>/classifier.keras` ->
+evaluate. evaluate: C on the test speakers -> `<workdir>/metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from i2a_tf.config import Config, ConfigError
+from i2a_tf.data.dataset_info import DatasetInfo
+from i2a_tf.data.pipeline import eval_dataset, face_dataset, make_train_input_fn
+from i2a_tf.training import callbacks as callbacks_lib
+from i2a_tf.training.distribution import make_strategy
+from i2a_tf.training.evaluation import classification_metrics, run_over_split
+from i2a_tf.training.image2audio import Image2Audio
+
+log = logging.getLogger("i2a_tf.training")
+
+
+class TrainingError(RuntimeError):
+    """Training could not finish (e.g. it diverged); the message says where
+    the last good checkpoint is."""
+
+
+def backup_dir(config: Config) -> str:
+    return os.path.join(config.workdir, "backup")
+
+
+def build_model(config: Config, *, num_classes: int, face_size: int,
+                num_unlabeled: int, bank_size: int) -> Image2Audio:
+    """The model with its three optimizers compiled in; call inside the
+    strategy scope. Sizes as `Image2Audio` takes them."""
+    train = config.train
+    model = Image2Audio(config, num_classes=num_classes, face_size=face_size,
+                        num_unlabeled=num_unlabeled, bank_size=bank_size)
+    gan = dict(beta_1=train.gan_beta_1, beta_2=0.999)
+    model.compile(
+        keras.optimizers.AdamW(train.classifier_lr, weight_decay=train.weight_decay),
+        keras.optimizers.Adam(train.generator_lr, **gan),
+        keras.optimizers.Adam(train.discriminator_lr, **gan),
+        jit_compile=train.jit_compile)
+    return model
+
+
+def _optional_split(config: Config, data: DatasetInfo, split: str):
+    return eval_dataset(config, split) if data.num_examples(split) else None
+
+
+def _faces_per_class(config: Config, data: DatasetInfo):
+    """The first face of each class (for the translated-spectrogram images)."""
+    batch = next(iter(face_dataset(data, config, training=False, batch_size=1024)))
+    images, labels = batch["image"].numpy(), batch["label"].numpy()
+    chosen = [np.flatnonzero(labels == c)[:1] for c in range(len(data.classes))]
+    if any(len(c) == 0 for c in chosen):
+        return None
+    index = np.concatenate(chosen)
+    return images[index], labels[index].astype(np.int32)
+
+
+def train(config: Config) -> dict:
+    """Trains, saves the selected classifier and returns the test metrics."""
+    keras.utils.set_random_seed(config.data.seed)
+    data = DatasetInfo(config)
+    if not data.num_examples("train_labeled"):
+        raise ConfigError(f"--label_fraction={config.data.label_fraction}: the "
+                          "train_labeled split is empty")
+    if not os.path.isdir(backup_dir(config)):
+        # A fresh run (nothing to resume): drop what an earlier run selected.
+        for name in ("best.json", "best.weights.h5", "pseudo_labels.json"):
+            path = os.path.join(config.workdir, name)
+            if os.path.exists(path):
+                os.remove(path)
+    strategy = make_strategy(config.train)
+    with strategy.scope():
+        model = build_model(
+            config, num_classes=len(data.classes), face_size=data.face_size,
+            num_unlabeled=data.num_examples("train_unlabeled"),
+            bank_size=data.num_examples("train_labeled"))
+    input_fn = make_train_input_fn(config)
+    if strategy.num_replicas_in_sync > 1:
+        dataset = strategy.distribute_datasets_from_function(input_fn)
+    else:
+        dataset = input_fn(None)
+
+    labeled = eval_dataset(config, "train_labeled")
+    unlabeled = _optional_split(config, data, "train_unlabeled")
+    log_dir = os.path.join(config.workdir, "logs")
+    backup = callbacks_lib.FiniteBackupAndRestore(backup_dir(config))
+    run_callbacks = [backup, callbacks_lib.EpochClock()]
+    if config.loss.use_translation and config.loss.use_density_weights:
+        run_callbacks.append(callbacks_lib.ClassBankRefresh(labeled))
+    pseudo = None
+    if config.graph.use_pseudo_labels and unlabeled is not None:
+        pseudo = callbacks_lib.PseudoLabelRefresh(config, labeled, unlabeled)
+        run_callbacks.append(pseudo)
+    run_callbacks += [
+        callbacks_lib.EpochEvaluation(
+            config, _optional_split(config, data, "val"),
+            _optional_split(config, data, "test"),
+            _faces_per_class(config, data) if config.loss.use_translation else None,
+            os.path.join(log_dir, "images")),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0),
+    ]
+    started = time.time()
+    history = model.fit(dataset, epochs=config.train.epochs,
+                        steps_per_epoch=config.train.steps_per_epoch,
+                        callbacks=run_callbacks, verbose=config.train.verbose)
+    if backup.diverged_at is not None:
+        raise TrainingError(
+            f"training diverged (non-finite loss) in epoch {backup.diverged_at}; the "
+            f"last good checkpoint is in {backup_dir(config)} (lower the learning "
+            "rates and re-run to resume from it)")
+    log.info("trained %d epochs in %.0f s", len(history.epoch), time.time() - started)
+
+    best_json = os.path.join(config.workdir, "best.json")
+    if os.path.exists(best_json):
+        model.classifier.load_weights(os.path.join(config.workdir, "best.weights.h5"))
+        with open(best_json, encoding="utf-8") as f:
+            log.info("selected the classifier of epoch %d by validation UAR",
+                     json.load(f)["epoch"])
+    model.classifier.save(config.classifier_path)
+    shutil.rmtree(backup_dir(config), ignore_errors=True)
+    return evaluate(config)
+
+
+def _switches(config: Config) -> dict:
+    return {
+        "use_translation": config.loss.use_translation,
+        "use_density_weights": config.loss.use_density_weights,
+        "use_annealing": config.loss.use_annealing,
+        "use_pseudo_labels": config.graph.use_pseudo_labels,
+        "propagation": config.graph.propagation,
+        "label_fraction": config.data.label_fraction,
+        "seed": config.data.seed,
+        "epochs": config.train.epochs,
+        "warmup_epochs": config.train.warmup_epochs,
+    }
+
+
+def evaluate(config: Config) -> dict:
+    """Scores `<workdir>/classifier.keras` on the test speakers; writes and
+    returns metrics.json's content."""
+    if not os.path.exists(config.classifier_path):
+        raise ConfigError(f"--workdir={config.workdir}: no trained classifier at "
+                          f"{config.classifier_path}; run --mode=train first")
+    data = DatasetInfo(config)
+    if not data.num_examples("test"):
+        raise ConfigError(f"--workdir={config.workdir}: the test split is empty")
+    classifier = keras.saving.load_model(config.classifier_path)
+
+    @tf.function(reduce_retracing=True)
+    def predict(logmel):
+        return tf.argmax(classifier(logmel, training=False), axis=1)
+
+    result = run_over_split(predict, eval_dataset(config, "test"))
+    metrics = classification_metrics(result["true_label"], result["outputs"],
+                                     data.classes)
+    metrics["split"] = "test"
+    metrics["switches"] = _switches(config)
+    pseudo_path = os.path.join(config.workdir, "pseudo_labels.json")
+    if config.graph.use_pseudo_labels and os.path.exists(pseudo_path):
+        with open(pseudo_path, encoding="utf-8") as f:
+            metrics["last_pseudo_label_refresh"] = json.load(f)[-1]
+    with open(config.metrics_path, "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2, allow_nan=True)
+        f.write("\n")
+    log.info("test UAR %.4f  WA %.4f  macro-F1 %.4f  (%d clips) -> %s",
+             metrics["uar"], metrics["wa"], metrics["macro_f1"],
+             metrics["num_test_clips"], config.metrics_path)
+    return metrics

@@ -1,0 +1,210 @@
+"""The Image2Audio train step, its distribution, checkpoints and the real `main`."""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO_ROOT, SMALL_DEMO, run_main
+from training_fixtures import set_tiny_state, tiny_batch, tiny_config, tiny_model
+
+from i2a_tf.training import callbacks as callbacks_lib
+from i2a_tf.training.evaluation import classification_metrics
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def _values(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def test_train_step_updates_every_variable_group():
+    # Non-saturating: under the hinge loss the bias of psi gets exactly zero
+    # gradient while every real and translated score is inside the margin.
+    model = tiny_model(tiny_config(adversarial_loss="non_saturating"))
+    set_tiny_state(model)
+    groups = {"classifier": model.classifier.trainable_variables,
+              "face_encoder": model.face_encoder.trainable_variables,
+              "generator": model.generator.trainable_variables,
+              "discriminator": model.discriminator.trainable_variables}
+    before = {name: _values(variables) for name, variables in groups.items()}
+    logs = model.train_step(tiny_batch())
+    for name, variables in groups.items():
+        unchanged = [v.path for v, old in zip(variables, before[name])
+                     if np.array_equal(old, v.numpy())]
+        assert not unchanged, f"{name}: not updated: {unchanged}"
+    logs = {k: float(v) for k, v in logs.items()}
+    assert all(math.isfinite(v) for v in logs.values()), logs
+    for term in ("c_labeled_loss", "c_unlabeled_loss", "c_translated_loss", "d_loss",
+                 "g_adversarial_loss", "g_class_loss", "r1_penalty"):
+        assert logs[term] != 0.0, term
+    assert 0.0 < logs["mean_density_weight"] <= 1.0
+    assert logs["pseudo_labeled_fraction"] == 1.0
+    # Epoch 1 of a 2-epoch run with no warm-up: tau = 1 - (1 - 0.2) * 1.
+    assert logs["annealing_threshold"] == pytest.approx(0.2)
+
+
+def test_supervised_only_step_trains_the_classifier_alone():
+    model = tiny_model(tiny_config(use_translation=False, use_pseudo_labels=False))
+    assert not hasattr(model, "generator")
+    before = _values(model.classifier.trainable_variables)
+    batch = {k: v for k, v in tiny_batch().items() if k.startswith("labeled")}
+    logs = model.train_step(batch)
+    after = _values(model.classifier.trainable_variables)
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+    assert set(logs) == {"c_loss", "c_labeled_loss", "labeled_accuracy",
+                         "annealing_threshold", "loss"}
+
+
+def test_warm_up_gates_the_semi_supervised_terms():
+    """Before warm-up ends the pseudo-labeled and translated terms weigh 0."""
+    model = tiny_model(tiny_config(warmup_epochs=1))
+    set_tiny_state(model)
+    model.epoch.assign(0.0)
+    logs = {k: float(v) for k, v in model.train_step(tiny_batch()).items()}
+    assert logs["c_loss"] == pytest.approx(logs["c_labeled_loss"], rel=1e-6)
+    assert logs["c_unlabeled_loss"] > 0  # computed and logged, but not weighted in
+
+
+def _distributed_step(num_devices, init, out):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, os.path.join(TESTS, "distributed_step.py"), str(num_devices),
+         init, out], env=env, capture_output=True, text=True, timeout=600, cwd=TESTS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(np.load(out))
+
+
+def test_one_step_on_one_and_two_devices_gives_the_same_update(tmp_path):
+    init = str(tmp_path / "init.weights.h5")
+    one = _distributed_step(1, init, str(tmp_path / "one.npz"))
+    two = _distributed_step(2, init, str(tmp_path / "two.npz"))
+    assert set(one) == set(two)
+    variables = [k for k in one if k.startswith("var:")]
+    assert len(variables) > 40
+    for key in sorted(one):
+        np.testing.assert_allclose(two[key], one[key], rtol=2e-4, atol=2e-5,
+                                   err_msg=key)
+    # The step did move the weights (the comparison is not between two no-ops).
+    with_init = tiny_model(tiny_config())
+    with_init.load_weights(init)
+    kernel = with_init.classifier.get_layer("logits").kernel
+    assert not np.allclose(one[f"var:{kernel.path}"], kernel.numpy())
+
+
+def test_backup_skips_non_finite_epochs(tmp_path):
+    import keras
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    backup = callbacks_lib.FiniteBackupAndRestore(str(tmp_path / "backup"))
+    backup.set_model(model)
+    backup.on_train_begin()
+    backup.on_epoch_end(0, {"loss": 1.0, "pseudo_label_accuracy": float("nan")})
+    saved = model.get_weights()
+    model.set_weights([w + 1 for w in saved])
+    backup.on_epoch_end(1, {"loss": float("nan")})
+    assert backup.diverged_at == 1
+    with open(tmp_path / "backup" / "training_metadata.json") as f:
+        assert json.load(f)["epoch"] == 1  # epoch 0 done; epoch 1 not recorded
+    restored = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    restored.load_weights(str(tmp_path / "backup" / "latest.weights.h5"))
+    for a, b in zip(restored.get_weights(), saved):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_classification_metrics_by_hand():
+    true = np.array([0, 0, 0, 1, 2, 2])
+    predicted = np.array([0, 0, 1, 1, 0, 2])
+    m = classification_metrics(true, predicted, ("a", "b", "c", "d"))
+    assert m["per_class_recall"] == {"a": 2 / 3, "b": 1.0, "c": 0.5, "d": None}
+    assert m["uar"] == pytest.approx((2 / 3 + 1.0 + 0.5) / 3)
+    assert m["wa"] == pytest.approx(4 / 6)
+    assert m["confusion_matrix"][0] == [2, 1, 0, 0]
+    assert m["num_test_clips"] == 6
+    # F1: a: p 2/3 r 2/3; b: p 1/2 r 1; c: p 1 r 1/2.
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 2 / 3) / 3)
+
+
+# A demo small enough for tests: 4 speakers, tiny networks, a few steps.
+_TINY_TRAIN = (*SMALL_DEMO, "--num_frames=48", "--classifier_width=4",
+               "--generator_width=4", "--discriminator_width=4", "--encoder_width=4",
+               "--embedding_dim=8", "--face_code_dim=8", "--labeled_batch_size=2",
+               "--unlabeled_batch_size=4", "--face_batch_size=4", "--knn_k=3")
+
+
+@pytest.mark.parametrize("distribution", [(), ("--strategy=mirrored",
+                                               "--num_cpu_devices=2")])
+def test_main_demo_prepare_train_evaluate(tmp_path, distribution):
+    workdir = str(tmp_path / "run")
+    args = ("--flagfile=configs/demo.cfg", f"--workdir={workdir}", *_TINY_TRAIN,
+            "--epochs=3", "--warmup_epochs=1", "--steps_per_epoch=2",
+            "--pseudo_label_every=1", *distribution)
+    result = run_main(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        metrics = json.load(f)
+    for key in ("uar", "wa", "macro_f1", "per_class_recall", "confusion_matrix",
+                "class_names", "num_test_clips", "switches"):
+        assert key in metrics
+    assert metrics["class_names"] == ["anger", "disgust", "fear", "happiness", "sadness"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["num_test_clips"] > 0
+    assert metrics["switches"]["use_translation"] is True
+    assert os.path.exists(os.path.join(workdir, "classifier.keras"))
+    assert not os.path.exists(os.path.join(workdir, "backup"))
+    with open(os.path.join(workdir, "pseudo_labels.json")) as f:
+        refreshes = json.load(f)
+    assert [r["epoch"] for r in refreshes] == [1, 2]
+    assert glob.glob(os.path.join(workdir, "logs", "train", "events.*"))
+    assert glob.glob(os.path.join(workdir, "logs", "images", "events.*"))
+    if not distribution:
+        # --mode=evaluate alone re-scores the saved classifier identically.
+        again = run_main(*args, "--mode=evaluate")
+        assert again.returncode == 0, again.stderr[-3000:]
+        with open(os.path.join(workdir, "metrics.json")) as f:
+            assert json.load(f)["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+def test_evaluate_without_a_trained_classifier_names_the_fix(tmp_path):
+    result = run_main("--flagfile=configs/demo.cfg", "--mode=evaluate",
+                      f"--workdir={tmp_path}")
+    assert result.returncode == 2
+    assert "run --mode=train first" in result.stderr
+
+
+def test_killed_training_resumes_at_the_interrupted_epoch(tmp_path):
+    workdir = str(tmp_path / "run")
+    args = ("--flagfile=configs/demo.cfg", f"--workdir={workdir}", *_TINY_TRAIN,
+            "--epochs=6", "--warmup_epochs=1", "--steps_per_epoch=3", "--verbose=2")
+    prepared = run_main(*args, "--mode=prepare")
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+    metadata = os.path.join(workdir, "backup", "training_metadata.json")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "i2a_tf.main", *args, "--mode=train"], cwd=REPO_ROOT,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not os.path.exists(metadata) and process.poll() is None:
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "training ended before it was killed"
+    with open(metadata) as f:
+        done = json.load(f)["epoch"]
+    assert 1 <= done < 6
+    resumed = run_main(*args, "--mode=train")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    epochs = [line for line in (resumed.stdout + resumed.stderr).splitlines()
+              if line.startswith("Epoch ")]
+    # Keras numbers epochs from 1: the first epoch run after resuming is done + 1.
+    assert epochs[0].startswith(f"Epoch {done + 1}/6"), epochs
+    assert epochs[-1].startswith("Epoch 6/6")
+    assert os.path.exists(os.path.join(workdir, "metrics.json"))
