@@ -15,7 +15,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["i2a_tf", "i2a_tf.*"]),
     install_requires=[
         "tensorflow>=2.21,<2.22",
-        "keras>=3.10,<4",
+        "keras>=3.10,<3.16",
         "tensorflow-probability>=0.25,<0.26",
         # tensorflow-probability refuses to import without tf-keras.
         "tf-keras>=2.21,<2.22",

@@ -287,10 +287,10 @@ class ModelConfig:
                                   "block (doubled towards its input, 3 blocks).")
     discriminator_width: int = _field(64, "Channels of the discriminator's first "
                                       "conv block (doubled per block, 3 blocks).")
-    classifier_width: int = _field(64, "Channels of the classifier's first conv "
+    classifier_width: int = _field(32, "Channels of the classifier's first conv "
                                    "block (doubled per block, 3 blocks).")
     embedding_dim: int = _field(128, "Size of the classifier embedding phi.")
-    dropout: float = _field(0.3, "Dropout before the classifier's linear head.")
+    dropout: float = _field(0.5, "Dropout before the classifier's linear head.")
 
     def validate(self) -> None:
         for name in ("encoder_width", "face_code_dim", "class_embedding_dim",
@@ -369,8 +369,9 @@ class GraphConfig:
     edge_strength: str = _field(
         "min_endpoint", f"Edge strength (widest path): {', '.join(EDGE_STRENGTHS)}.")
     graph_bandwidth: str = _field(
-        "median", "KDE kernel width for edge strengths: scott, silverman, median "
-        "or a number.")
+        "scott", "KDE kernel width for edge strengths: scott, silverman, median "
+        "or a number. (On L2-normalised 128-d EmoDB embeddings 'median' is ~17x "
+        "Scott's width and collapses widest-path pseudo-labels to 2 classes.)")
     spreading_alpha: float = _field(0.99, "Label spreading's alpha.")
     pseudo_label_selection: str = _field(
         "top_fraction", f"Which reached clips are collected: {', '.join(SELECTIONS)}.")
@@ -379,6 +380,11 @@ class GraphConfig:
     pseudo_label_top_fraction: float = _field(
         0.5, "Fraction of unlabeled clips collected per predicted class, most "
         "confident first (selection=top_fraction).")
+    balance_pseudo_labels: bool = _field(
+        True, "Scale collected clips' confidences by the inverse frequency of "
+        "their pseudo-class, so every pseudo-class weighs the same in C's loss "
+        "(widest-path labels pile into the densest classes; unbalanced, they "
+        "drag C towards them and the UAR down).")
     pseudo_label_every: int = _field(
         2, "Refresh the pseudo-labels every this many epochs after warm-up.")
     normalize_embeddings: bool = _field(
@@ -416,7 +422,11 @@ class TrainConfig:
         "full objective.")
     steps_per_epoch: int = _field(40, "Training steps per epoch.")
     classifier_lr: float = _field(1e-3, "AdamW learning rate of C.")
-    weight_decay: float = _field(1e-4, "AdamW weight decay of C.")
+    weight_decay: float = _field(0.05, "AdamW weight decay of C.")
+    ema_momentum: float = _field(
+        0.99, "Momentum of an exponential moving average of C's weights, kept by "
+        "its optimizer; without a validation split the average is the classifier "
+        "saved and evaluated (0 = off: the last step's weights).")
     generator_lr: float = _field(2e-4, "Adam learning rate of E and G.")
     discriminator_lr: float = _field(2e-4, "Adam learning rate of D.")
     gan_beta_1: float = _field(0.5, "Adam beta_1 of the G and D optimizers.")
@@ -440,6 +450,8 @@ class TrainConfig:
         for name in ("classifier_lr", "generator_lr", "discriminator_lr"):
             if not getattr(self, name) > 0:
                 raise _bad(name, getattr(self, name), "must be > 0")
+        if not 0 <= self.ema_momentum < 1:
+            raise _bad("ema_momentum", self.ema_momentum, "must be in [0, 1)")
         if self.weight_decay < 0:
             raise _bad("weight_decay", self.weight_decay, "must be >= 0")
         if not 0 <= self.gan_beta_1 < 1:
@@ -451,6 +463,9 @@ class TrainConfig:
             raise _bad("jit_compile", self.jit_compile,
                        "XLA under --strategy=mirrored fails on CPU logical devices "
                        "in TF 2.21; use --strategy=default or --nojit_compile")
+        if self.num_cpu_devices > 1 and self.strategy != "mirrored":
+            raise _bad("num_cpu_devices", self.num_cpu_devices,
+                       "logical CPU devices are only used by --strategy=mirrored")
         if self.verbose not in (0, 1, 2):
             raise _bad("verbose", self.verbose, "must be 0, 1 or 2")
 

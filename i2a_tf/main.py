@@ -87,7 +87,9 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     os.makedirs(config.workdir, exist_ok=True)
-    config_lib.write_config(config, os.path.join(config.workdir, "config.json"))
+    if "prepare" in modes or "train" in modes:
+        # The record of what produced the data and the model; evaluate reads it.
+        config_lib.write_config(config, os.path.join(config.workdir, "config.json"))
     from i2a_tf.data.prepare import PrepareError
     from i2a_tf.training.trainer import TrainingError
     try:

@@ -331,17 +331,18 @@ def test_selection_by_threshold_and_by_top_fraction_per_class():
             [0.0, 0.0],  # unreachable: never selected
             [0.1, 0.6],
             [0.2, 0.4],
+            [0.7, 0.7],  # tied best classes: never selected
         ],
         np.float32,
     )
-    labels = np.array([0, -1, -1, -1, -1, -1, -1], np.int32)
+    labels = np.array([0, -1, -1, -1, -1, -1, -1, -1], np.int32)
     by_threshold = graph.select_pseudo_labels(scores, labels, "threshold", threshold=0.45)
-    np.testing.assert_array_equal(by_threshold.numpy(), [0, 1, 1, 0, 0, 1, 0])
+    np.testing.assert_array_equal(by_threshold.numpy(), [0, 1, 1, 0, 0, 1, 0, 0])
     # Class 0 has 3 eligible nodes → ceil(0.5·3) = 2 kept; class 1 has 2 → 1.
     by_fraction = graph.select_pseudo_labels(scores, labels, "top_fraction", top_fraction=0.5)
-    np.testing.assert_array_equal(by_fraction.numpy(), [0, 1, 1, 0, 0, 1, 0])
+    np.testing.assert_array_equal(by_fraction.numpy(), [0, 1, 1, 0, 0, 1, 0, 0])
     everything = graph.select_pseudo_labels(scores, labels, "top_fraction", top_fraction=1.0)
-    np.testing.assert_array_equal(everything.numpy(), [0, 1, 1, 1, 0, 1, 1])
+    np.testing.assert_array_equal(everything.numpy(), [0, 1, 1, 1, 0, 1, 1, 0])
 
 
 @pytest.mark.parametrize("method", graph.PROPAGATION_METHODS)

@@ -74,6 +74,45 @@ def test_warm_up_gates_the_semi_supervised_terms():
     logs = {k: float(v) for k, v in model.train_step(tiny_batch()).items()}
     assert logs["c_loss"] == pytest.approx(logs["c_labeled_loss"], rel=1e-6)
     assert logs["c_unlabeled_loss"] > 0  # computed and logged, but not weighted in
+    # G's loss is adversarial only: the class-consistency term is gated too.
+    assert logs["g_class_loss"] > 0
+    assert logs["loss"] == pytest.approx(
+        logs["c_loss"] + logs["g_adversarial_loss"] + logs["d_loss"], rel=1e-5)
+
+
+def test_density_weights_and_annealing_switches():
+    model = tiny_model(tiny_config(use_density_weights=False, use_annealing=False,
+                                   tau_min=0.3))
+    set_tiny_state(model)
+    logs = {k: float(v) for k, v in model.train_step(tiny_batch()).items()}
+    assert logs["mean_density_weight"] == 1.0 and logs["admitted_fraction"] == 1.0
+    assert logs["annealing_threshold"] == pytest.approx(0.3)
+
+
+def test_mixed_precision_step_runs_in_float16():
+    """The GPU setting, exercised on CPU: float16 compute, float32 losses,
+    dynamic loss scaling."""
+    import keras
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tiny_model(tiny_config())
+        assert isinstance(model.classifier_optimizer, keras.optimizers.LossScaleOptimizer)
+        assert model.generator(
+            [tf.zeros([1, 8]), tf.constant([0]), tf.zeros([1, 3])]).dtype == tf.float16
+        set_tiny_state(model)
+        before = _values(model.classifier.trainable_variables)
+        # A step whose scaled gradients overflow is skipped and the scale
+        # halved, so the first steps may leave the weights as they were.
+        for _ in range(20):
+            logs = {k: float(v) for k, v in model.train_step(tiny_batch()).items()}
+            assert all(math.isfinite(v) for v in logs.values()), logs
+            after = _values(model.classifier.trainable_variables)
+            if any(not np.array_equal(a, b) for a, b in zip(before, after)):
+                break
+        else:
+            pytest.fail("20 mixed-precision steps never updated the classifier")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def _distributed_step(num_devices, init, out):
@@ -105,9 +144,12 @@ def test_one_step_on_one_and_two_devices_gives_the_same_update(tmp_path):
 def test_backup_skips_non_finite_epochs(tmp_path):
     import keras
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    backup = callbacks_lib.FiniteBackupAndRestore(str(tmp_path / "backup"))
+    restored_calls = []
+    backup = callbacks_lib.FiniteBackupAndRestore(
+        str(tmp_path / "backup"), on_restore=lambda: restored_calls.append(1))
     backup.set_model(model)
     backup.on_train_begin()
+    assert restored_calls == [1]
     backup.on_epoch_end(0, {"loss": 1.0, "pseudo_label_accuracy": float("nan")})
     saved = model.get_weights()
     model.set_weights([w + 1 for w in saved])
@@ -141,13 +183,14 @@ _TINY_TRAIN = (*SMALL_DEMO, "--num_frames=48", "--classifier_width=4",
                "--unlabeled_batch_size=4", "--face_batch_size=4", "--knn_k=3")
 
 
-@pytest.mark.parametrize("distribution", [(), ("--strategy=mirrored",
-                                               "--num_cpu_devices=2")])
-def test_main_demo_prepare_train_evaluate(tmp_path, distribution):
+@pytest.mark.parametrize("variant", [(), ("--strategy=mirrored", "--num_cpu_devices=2"),
+                                     ("--val_speaker_fraction=0.4",)],
+                         ids=["default", "mirrored", "validation"])
+def test_main_demo_prepare_train_evaluate(tmp_path, variant):
     workdir = str(tmp_path / "run")
     args = ("--flagfile=configs/demo.cfg", f"--workdir={workdir}", *_TINY_TRAIN,
             "--epochs=3", "--warmup_epochs=1", "--steps_per_epoch=2",
-            "--pseudo_label_every=1", *distribution)
+            "--pseudo_label_every=1", *variant)
     result = run_main(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(workdir, "metrics.json")) as f:
@@ -165,7 +208,14 @@ def test_main_demo_prepare_train_evaluate(tmp_path, distribution):
     assert [r["epoch"] for r in refreshes] == [1, 2]
     assert glob.glob(os.path.join(workdir, "logs", "train", "events.*"))
     assert glob.glob(os.path.join(workdir, "logs", "images", "events.*"))
-    if not distribution:
+    best = os.path.join(workdir, "best.json")
+    if "--val_speaker_fraction=0.4" in variant:
+        # The classifier of the best validation epoch is the one saved.
+        with open(best) as f:
+            assert 0 <= json.load(f)["epoch"] < 3
+    else:
+        assert not os.path.exists(best)
+    if not variant:
         # --mode=evaluate alone re-scores the saved classifier identically.
         again = run_main(*args, "--mode=evaluate")
         assert again.returncode == 0, again.stderr[-3000:]
@@ -208,3 +258,20 @@ def test_killed_training_resumes_at_the_interrupted_epoch(tmp_path):
     assert epochs[0].startswith(f"Epoch {done + 1}/6"), epochs
     assert epochs[-1].startswith("Epoch 6/6")
     assert os.path.exists(os.path.join(workdir, "metrics.json"))
+    with open(os.path.join(workdir, "history.json")) as f:
+        history = json.load(f)
+    # Weights and optimizer state came back: the step count spans both runs.
+    assert history["epochs"] == list(range(done + 1, 7))
+    assert history["classifier_steps"] == 6 * 3
+    # The pseudo-label history of the killed run is kept (refreshes at 1, 3, 5).
+    with open(os.path.join(workdir, "pseudo_labels.json")) as f:
+        assert [r["epoch"] for r in json.load(f)] == [1, 3, 5]
+
+
+def test_class_balance_factors_equalise_pseudo_classes():
+    pseudo = np.array([0, 0, 0, 1, 2, 2, -1])
+    collected = np.array([True, True, True, True, False, False, False])
+    factors = callbacks_lib.class_balance_factors(pseudo, collected, 3)
+    # 4 collected over 2 present classes: class 0 (3 clips) 4/6, class 1 (1) 2.
+    np.testing.assert_allclose(factors, [2 / 3, 2 / 3, 2 / 3, 2.0, 1, 1, 1])
+    assert factors[:3].sum() == pytest.approx(factors[3])

@@ -64,6 +64,8 @@ def main() -> int:
     parser.add_argument("--fractions", default="0.05,0.1,0.2,1.0")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--test_fold", type=int, default=-1,
+                        help="Score only this fold (default: every fold).")
     parser.add_argument("--trim_db", type=float, default=40.0)
     args = parser.parse_args()
     if not os.path.isdir(args.speech_dir):
@@ -94,7 +96,8 @@ def main() -> int:
                "classes": list(CLASSES), "trim_db": args.trim_db, "uar": {}}
     for fraction in (float(f) for f in args.fractions.split(",")):
         runs = []
-        for fold in range(args.folds):
+        folds = range(args.folds) if args.test_fold < 0 else [args.test_fold]
+        for fold in folds:
             for seed in (int(s) for s in args.seeds.split(",")):
                 data = DataConfig(test_fold=fold, num_folds=args.folds, seed=seed,
                                   label_fraction=fraction)

@@ -65,12 +65,16 @@ def select_pseudo_labels(scores, labels, selection="top_fraction", threshold=0.0
         rounded up ("top_fraction"); ties in s_1 are broken by node order.
 
     Returns:
-      `[N]` bool, True for selected unlabeled nodes (always with s_1 > 0).
+      `[N]` bool, True for selected unlabeled nodes; always with s_1 > 0 and
+      s_1 > s_2 (a node whose best two classes tie is never collected).
     """
     scores = tf.cast(tf.convert_to_tensor(scores), tf.float32)
     labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
-    best = tf.reduce_max(scores, axis=1)
-    eligible = tf.logical_and(labels < 0, best > 0)
+    best, second = _best_two(scores)
+    # A tie for the best class (common under widest path, whose scores
+    # saturate at a node's strongest edge) has no label to collect: argmax
+    # would hand it to the lowest class id.
+    eligible = tf.logical_and(tf.logical_and(labels < 0, best > 0), best > second)
     if selection == "threshold":
         return tf.logical_and(eligible, best >= tf.cast(threshold, tf.float32))
     if selection != "top_fraction":

@@ -109,6 +109,9 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
         pseudo = result.pseudo_labels.numpy()[start:]
         selected = result.selected.numpy()[start:]
         confidences = np.where(selected, result.confidences.numpy()[start:], 0.0)
+        if g.balance_pseudo_labels:
+            confidences = confidences * class_balance_factors(
+                pseudo, selected & (confidences > 0), self.model.num_classes)
         self.model.set_pseudo_labels(unlabeled["index"], pseudo, confidences)
         truth = unlabeled["true_label"]
         reached = pseudo >= 0
@@ -133,6 +136,23 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
         if self.last is not None and logs is not None:
             for key in ("pseudo_label_accuracy", "pseudo_label_coverage"):
                 logs[key] = self.last[key]
+
+
+def class_balance_factors(pseudo_labels: np.ndarray, collected: np.ndarray,
+                          num_classes: int) -> np.ndarray:
+    """Per-clip factor n / (K · n_c) for collected clips of pseudo-class c, with
+    n collected clips over K present pseudo-classes (1 where not collected).
+
+    Multiplying the confidences by it gives each present pseudo-class the same
+    share of the confidence-weighted loss (for equal mean confidence).
+    """
+    counts = np.bincount(pseudo_labels[collected], minlength=num_classes)
+    present = np.count_nonzero(counts)
+    factors = np.ones(len(pseudo_labels), np.float32)
+    if present:
+        per_class = collected.sum() / (present * np.maximum(counts, 1))
+        factors[collected] = per_class[pseudo_labels[collected]]
+    return factors
 
 
 def _fraction(hits: np.ndarray) -> float:
@@ -240,11 +260,19 @@ class FiniteBackupAndRestore(keras.callbacks.BackupAndRestore):
     after a successful run), so a diverged or killed run can be resumed.
     Weights and metadata are each written to a temporary file and renamed, so
     a kill while saving leaves the previous epoch's checkpoint readable.
+    `on_restore()` runs after the restore (e.g. to re-apply flags such as the
+    learning rates that the checkpoint also holds).
     """
 
-    def __init__(self, backup_dir: str):
+    def __init__(self, backup_dir: str, on_restore=None):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
         self.diverged_at: int | None = None
+        self.on_restore = on_restore
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.on_restore is not None:
+            self.on_restore()
 
     def on_epoch_end(self, epoch, logs=None):
         if not logs_finite(logs):

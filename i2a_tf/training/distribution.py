@@ -9,11 +9,11 @@ from i2a_tf.config import ConfigError, TrainConfig
 
 
 def configure_devices(train: TrainConfig) -> None:
-    """Splits the CPU into `num_cpu_devices` logical devices (before TF starts
-    using devices) and sets the mixed-precision policy.
+    """Splits the CPU into `num_cpu_devices` logical devices; call before
+    TensorFlow starts using devices.
 
     Raises ConfigError when the devices are already initialised with another
-    count, or when mixed precision is asked for without a GPU.
+    count.
     """
     if train.num_cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -25,11 +25,20 @@ def configure_devices(train: TrainConfig) -> None:
                 raise ConfigError(
                     f"--num_cpu_devices={train.num_cpu_devices}: TensorFlow has "
                     f"already initialised its devices ({error})") from error
+
+
+def set_precision_policy(train: TrainConfig) -> None:
+    """mixed_float16 when `--mixed_precision` (GPU only), else float32.
+
+    Raises ConfigError when mixed precision is asked for without a GPU.
+    """
     if train.mixed_precision:
         if not tf.config.list_physical_devices("GPU"):
             raise ConfigError("--mixed_precision=true: needs a GPU and none is visible; "
                               "mixed_float16 is slower than float32 on CPU")
         keras.mixed_precision.set_global_policy("mixed_float16")
+    else:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def make_strategy(train: TrainConfig) -> tf.distribute.Strategy:

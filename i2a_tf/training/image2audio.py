@@ -108,6 +108,9 @@ class Image2Audio(keras.Model):
         self.bank_log_densities = self.add_weight(
             shape=(num_classes, self.bank_size), initializer="zeros",
             name="bank_log_densities", **state)
+        # π_c of the KDE reliability: the labeled clips' class frequencies.
+        self.class_priors = self.add_weight(
+            shape=(num_classes,), initializer="ones", name="class_priors", **state)
         self.pseudo_labels = self.add_weight(
             shape=(self.num_unlabeled,), initializer=keras.initializers.Constant(-1),
             dtype="int32", name="pseudo_labels", **state)
@@ -135,7 +138,9 @@ class Image2Audio(keras.Model):
         strategy scope: a multi-optimizer `train_step` under MirroredStrategy
         otherwise fails on a placeholder created at first apply.
         """
-        super().compile(**kwargs)
+        # optimizer=None: Keras would otherwise build its default RMSprop over
+        # every variable of C, E, G and D, and checkpoint it, unused.
+        super().compile(optimizer=None, **kwargs)
         self.classifier_optimizer = classifier_optimizer
         self.classifier_optimizer.build(self.classifier.trainable_variables)
         if self.use_translation:
@@ -218,7 +223,9 @@ class Image2Audio(keras.Model):
                 generator_inputs = [self.face_encoder(faces, training=True), face_labels]
                 if self.config.model.noise_dim:
                     generator_inputs.append(self._noise(num_faces))
-                translated = self.generator(generator_inputs, training=True)
+                # float32 whatever the compute policy: it joins the real clips.
+                translated = tf.cast(self.generator(generator_inputs, training=True),
+                                     tf.float32)
                 batches.append(translated)
             spectrograms = tf.concat(batches, axis=0)
             embeddings, logits = self.classifier_outputs(spectrograms, training=True)
@@ -270,6 +277,8 @@ class Image2Audio(keras.Model):
                 g_class = losses.cross_entropy(face_labels, translated_logits,
                                                global_faces)
                 g_loss = g_adversarial + cfg.lambda_cls * gate * g_class
+                scaled_g = self.generator_optimizer.scale_loss(g_loss)
+                scaled_d = self.discriminator_optimizer.scale_loss(d_loss)
                 logs.update(d_loss=d_loss, g_adversarial_loss=g_adversarial,
                             g_class_loss=g_class, c_translated_loss=c_translated,
                             mean_density_weight=_global_sum(tf.reduce_sum(weights))
@@ -279,12 +288,16 @@ class Image2Audio(keras.Model):
                             translated_accuracy=self._accuracy(
                                 face_labels, translated_logits, global_faces))
 
-        self._apply(self.classifier_optimizer, tape, c_loss,
+            # Identity unless the optimizer scales losses (mixed precision).
+            scaled_c = self.classifier_optimizer.scale_loss(c_loss)
+
+        self._apply(self.classifier_optimizer, tape, scaled_c,
                     self.classifier.trainable_variables)
         total = c_loss
         if self.use_translation:
-            self._apply(self.generator_optimizer, tape, g_loss, self.generator_variables)
-            self._apply(self.discriminator_optimizer, tape, d_loss,
+            self._apply(self.generator_optimizer, tape, scaled_g,
+                        self.generator_variables)
+            self._apply(self.discriminator_optimizer, tape, scaled_d,
                         self.discriminator.trainable_variables)
             total = total + g_loss + d_loss
         del tape
@@ -324,7 +337,8 @@ class Image2Audio(keras.Model):
         result = density.translation_density_weights(
             translated_embeddings, labels, self.class_banks,
             self.class_bank_mask > 0.5, self.bandwidths, self.bank_log_densities,
-            self.threshold(), cfg.min_reliability, cfg.weight_temperature)
+            self.threshold(), cfg.min_reliability, cfg.weight_temperature,
+            class_priors=self.class_priors)
         weights = tf.stop_gradient(result.weights)
         return weights, tf.cast(weights >= 0.5, tf.float32)
 
@@ -339,8 +353,8 @@ class Image2Audio(keras.Model):
     # -- State the callbacks refresh (cross-replica context) ----------------------------
 
     def set_class_banks(self, embeddings: np.ndarray, labels: np.ndarray) -> None:
-        """Fills the per-class banks with φ of labeled clips, and their
-        bandwidths and leave-one-out densities.
+        """Fills the per-class banks with φ of labeled clips, their bandwidths
+        and leave-one-out densities, and the class priors (label frequencies).
 
         embeddings: `[N, d]` float32; labels: `[N]` int class ids.
         """
@@ -357,6 +371,9 @@ class Image2Audio(keras.Model):
             bandwidths = tf.fill([self.num_classes], setting)
         bank_log_densities = density.class_leave_one_out_kde_log_prob(
             banks, bandwidths, mask > 0.5)
+        counts = np.bincount(labels, minlength=self.num_classes).astype(np.float32)
+        # A class without labeled clips keeps a tiny prior, not 0 (log 0 = -inf).
+        self.class_priors.assign(np.maximum(counts, 0.5) / max(counts.sum(), 1.0))
         self.class_banks.assign(banks)
         self.class_bank_mask.assign(mask)
         self.bandwidths.assign(bandwidths)

@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from i2a_tf.config import Config, ConfigError
+from i2a_tf.config import Config, ConfigError, config_from_dict
 from i2a_tf.data.dataset_info import DatasetInfo
 from i2a_tf.data.pipeline import eval_dataset, face_dataset, make_train_input_fn
 from i2a_tf.training import callbacks as callbacks_lib
-from i2a_tf.training.distribution import make_strategy
+from i2a_tf.training.distribution import make_strategy, set_precision_policy
 from i2a_tf.training.evaluation import classification_metrics, run_over_split
 from i2a_tf.training.image2audio import Image2Audio
 
@@ -46,12 +46,27 @@ def build_model(config: Config, *, num_classes: int, face_size: int,
     model = Image2Audio(config, num_classes=num_classes, face_size=face_size,
                         num_unlabeled=num_unlabeled, bank_size=bank_size)
     gan = dict(beta_1=train.gan_beta_1, beta_2=0.999)
-    model.compile(
-        keras.optimizers.AdamW(train.classifier_lr, weight_decay=train.weight_decay),
+    optimizers = [
+        keras.optimizers.AdamW(train.classifier_lr, weight_decay=train.weight_decay,
+                               use_ema=train.ema_momentum > 0,
+                               ema_momentum=train.ema_momentum or 0.99),
         keras.optimizers.Adam(train.generator_lr, **gan),
-        keras.optimizers.Adam(train.discriminator_lr, **gan),
-        jit_compile=train.jit_compile)
+        keras.optimizers.Adam(train.discriminator_lr, **gan)]
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        # Dynamic loss scaling against float16 gradient underflow.
+        optimizers = [keras.optimizers.LossScaleOptimizer(o) for o in optimizers]
+    model.compile(*optimizers, jit_compile=train.jit_compile)
     return model
+
+
+def reset_learning_rates(model: Image2Audio, config: Config) -> None:
+    """Sets the optimizers' learning rates from `config`. A restored checkpoint
+    carries the rates it was saved with; a resumed run uses the flags'."""
+    train = config.train
+    model.classifier_optimizer.learning_rate = train.classifier_lr
+    if model.use_translation:
+        model.generator_optimizer.learning_rate = train.generator_lr
+        model.discriminator_optimizer.learning_rate = train.discriminator_lr
 
 
 def _optional_split(config: Config, data: DatasetInfo, split: str):
@@ -82,7 +97,14 @@ def train(config: Config) -> dict:
             path = os.path.join(config.workdir, name)
             if os.path.exists(path):
                 os.remove(path)
+    set_precision_policy(config.train)
     strategy = make_strategy(config.train)
+    replicas = strategy.num_replicas_in_sync
+    for name in ("labeled_batch_size", "unlabeled_batch_size", "face_batch_size"):
+        if getattr(config.input, name) % replicas:
+            raise ConfigError(
+                f"--{name}={getattr(config.input, name)}: must be a multiple of the "
+                f"{replicas} replicas of --strategy={config.train.strategy}")
     with strategy.scope():
         model = build_model(
             config, num_classes=len(data.classes), face_size=data.face_size,
@@ -97,8 +119,9 @@ def train(config: Config) -> dict:
     labeled = eval_dataset(config, "train_labeled")
     unlabeled = _optional_split(config, data, "train_unlabeled")
     log_dir = os.path.join(config.workdir, "logs")
-    backup = callbacks_lib.FiniteBackupAndRestore(backup_dir(config))
-    run_callbacks = [backup, callbacks_lib.EpochClock()]
+    backup = callbacks_lib.FiniteBackupAndRestore(
+        backup_dir(config), on_restore=lambda: reset_learning_rates(model, config))
+    run_callbacks = [callbacks_lib.EpochClock()]
     if config.loss.use_translation and config.loss.use_density_weights:
         run_callbacks.append(callbacks_lib.ClassBankRefresh(labeled))
     pseudo = None
@@ -111,22 +134,33 @@ def train(config: Config) -> dict:
             _optional_split(config, data, "test"),
             _faces_per_class(config, data) if config.loss.use_translation else None,
             os.path.join(log_dir, "images")),
+        # After the evaluation, so an epoch is checkpointed only once its
+        # best-model files are written.
+        backup,
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0),
     ]
     started = time.time()
     history = model.fit(dataset, epochs=config.train.epochs,
                         steps_per_epoch=config.train.steps_per_epoch,
-                        callbacks=run_callbacks, verbose=config.train.verbose)
+                        callbacks=run_callbacks, verbose=config.train.verbose,
+                        shuffle=False)  # the input pipeline shuffles
     if backup.diverged_at is not None:
-        raise TrainingError(
-            f"training diverged (non-finite loss) in epoch {backup.diverged_at}; the "
-            f"last good checkpoint is in {backup_dir(config)} (lower the learning "
-            "rates and re-run to resume from it)")
+        where = (f"the last good checkpoint is in {backup_dir(config)} (lower the "
+                 "learning rates and re-run to resume from it)"
+                 if os.path.isdir(backup_dir(config))
+                 else "no epoch finished, so there is no checkpoint to resume from")
+        raise TrainingError(f"training diverged (non-finite loss) in epoch "
+                            f"{backup.diverged_at + 1}; {where}")
     log.info("trained %d epochs in %.0f s", len(history.epoch), time.time() - started)
+    _write_history(config, model, history)
 
     best_json = os.path.join(config.workdir, "best.json")
-    if os.path.exists(best_json):
+    if not os.path.exists(best_json):
+        # No validation selection: keep the weight average (when on).
+        model.classifier_optimizer.finalize_variable_values(
+            model.classifier.trainable_variables)
+    else:
         model.classifier.load_weights(os.path.join(config.workdir, "best.weights.h5"))
         with open(best_json, encoding="utf-8") as f:
             log.info("selected the classifier of epoch %d by validation UAR",
@@ -134,6 +168,16 @@ def train(config: Config) -> dict:
     model.classifier.save(config.classifier_path)
     shutil.rmtree(backup_dir(config), ignore_errors=True)
     return evaluate(config)
+
+
+def _write_history(config: Config, model: Image2Audio, history) -> None:
+    """`<workdir>/history.json`: per-epoch logs of this process's epochs and
+    the classifier's total step count (which counts restored steps too)."""
+    logs = {key: [float(v) for v in values] for key, values in history.history.items()}
+    with open(os.path.join(config.workdir, "history.json"), "w", encoding="utf-8") as f:
+        json.dump({"epochs": [e + 1 for e in history.epoch],
+                   "classifier_steps": int(model.classifier_optimizer.iterations.numpy()),
+                   "logs": logs}, f, indent=1, allow_nan=True)
 
 
 def _switches(config: Config) -> dict:
@@ -169,7 +213,12 @@ def evaluate(config: Config) -> dict:
     metrics = classification_metrics(result["true_label"], result["outputs"],
                                      data.classes)
     metrics["split"] = "test"
-    metrics["switches"] = _switches(config)
+    trained_with = config
+    saved = os.path.join(config.workdir, "config.json")
+    if os.path.exists(saved):
+        with open(saved, encoding="utf-8") as f:
+            trained_with = config_from_dict(json.load(f))
+    metrics["switches"] = _switches(trained_with)
     pseudo_path = os.path.join(config.workdir, "pseudo_labels.json")
     if config.graph.use_pseudo_labels and os.path.exists(pseudo_path):
         with open(pseudo_path, encoding="utf-8") as f:
