@@ -437,8 +437,9 @@ class TrainConfig:
         "without GPUs).")
     jit_compile: bool = _field(False, "XLA-compile the train step (default strategy only).")
     mixed_precision: bool = _field(False, "mixed_float16 compute (needs a GPU).")
-    verbose: int = _field(2, "Keras progress output: 0 silent, 1 progress bar, "
-                          "2 one line per epoch.")
+    verbose: int = _field(-1, "Keras progress output: 0 silent, 1 progress bar, "
+                          "2 one line per epoch, -1 a progress bar on a terminal "
+                          "and one line per epoch otherwise (logs, pipes).")
 
     def validate(self) -> None:
         for name in ("epochs", "steps_per_epoch", "num_cpu_devices"):
@@ -466,8 +467,8 @@ class TrainConfig:
         if self.num_cpu_devices > 1 and self.strategy != "mirrored":
             raise _bad("num_cpu_devices", self.num_cpu_devices,
                        "logical CPU devices are only used by --strategy=mirrored")
-        if self.verbose not in (0, 1, 2):
-            raise _bad("verbose", self.verbose, "must be 0, 1 or 2")
+        if self.verbose not in (-1, 0, 1, 2):
+            raise _bad("verbose", self.verbose, "must be -1, 0, 1 or 2")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -89,6 +89,18 @@ def test_density_weights_and_annealing_switches():
     assert logs["annealing_threshold"] == pytest.approx(0.3)
 
 
+def test_xla_compiled_fit_step():
+    """--jit_compile under the default strategy: fit runs the XLA-compiled step."""
+    model = tiny_model(tiny_config(jit_compile=True))
+    set_tiny_state(model)
+    before = _values(model.classifier.trainable_variables)
+    dataset = tf.data.Dataset.from_tensors(tiny_batch()).repeat()
+    history = model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)
+    assert math.isfinite(history.history["loss"][-1])
+    after = _values(model.classifier.trainable_variables)
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
 def test_mixed_precision_step_runs_in_float16():
     """The GPU setting, exercised on CPU: float16 compute, float32 losses,
     dynamic loss scaling."""

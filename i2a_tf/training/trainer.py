@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 
 import keras
@@ -143,7 +144,7 @@ def train(config: Config) -> dict:
     started = time.time()
     history = model.fit(dataset, epochs=config.train.epochs,
                         steps_per_epoch=config.train.steps_per_epoch,
-                        callbacks=run_callbacks, verbose=config.train.verbose,
+                        callbacks=run_callbacks, verbose=_verbosity(config),
                         shuffle=False)  # the input pipeline shuffles
     if backup.diverged_at is not None:
         where = (f"the last good checkpoint is in {backup_dir(config)} (lower the "
@@ -168,6 +169,12 @@ def train(config: Config) -> dict:
     model.classifier.save(config.classifier_path)
     shutil.rmtree(backup_dir(config), ignore_errors=True)
     return evaluate(config)
+
+
+def _verbosity(config: Config) -> int:
+    if config.train.verbose >= 0:
+        return config.train.verbose
+    return 1 if sys.stdout.isatty() else 2
 
 
 def _write_history(config: Config, model: Image2Audio, history) -> None:
