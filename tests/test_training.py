@@ -287,3 +287,20 @@ def test_class_balance_factors_equalise_pseudo_classes():
     # 4 collected over 2 present classes: class 0 (3 clips) 4/6, class 1 (1) 2.
     np.testing.assert_allclose(factors, [2 / 3, 2 / 3, 2 / 3, 2.0, 1, 1, 1])
     assert factors[:3].sum() == pytest.approx(factors[3])
+
+
+def test_translated_normalizers():
+    """weight_sum: Σ w CE / Σ w; batch: Σ w CE / M. Same model and batch, so
+    c_weight_sum = c_batch / mean(w)."""
+    import keras
+    results = {}
+    for normalizer in ("weight_sum", "batch"):
+        keras.utils.set_random_seed(0)
+        model = tiny_model(tiny_config(translated_normalizer=normalizer))
+        set_tiny_state(model)
+        results[normalizer] = {k: float(v) for k, v in model.train_step(tiny_batch()).items()}
+    mean_weight = results["batch"]["mean_density_weight"]
+    assert 0 < mean_weight < 1
+    assert results["weight_sum"]["mean_density_weight"] == pytest.approx(mean_weight)
+    assert results["weight_sum"]["c_translated_loss"] == pytest.approx(
+        results["batch"]["c_translated_loss"] / mean_weight, rel=1e-4)

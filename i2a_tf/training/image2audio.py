@@ -14,8 +14,12 @@ spectrograms in one call. Three optimizers then apply the gradients of
 
   L_D = adversarial loss of D (+ optional R1)                    -> D
   L_G = adversarial loss of G + λ_cls · CE(C(s̃), y)              -> E, G
-  L_C = CE(C(x_a), y) + λ_t · Σ w CE(C(s̃), y) / Σ w
+  L_C = CE(C(x_a), y) + λ_t · Σ w CE(C(s̃), y) / Σ w   (or / M)
                       + λ_u · Σ c CE(C(x_u), ŷ) / Σ c             -> C
+
+(`--translated_normalizer=batch` divides by the number M of translated samples
+instead of DESIGN.md's Σ w, under which a lone translated sample of weight 1e-5
+weighs as much as the labeled batch.)
 
 State the callbacks refresh lives in non-trainable variables, so the compiled
 step never retraces and `BackupAndRestore` checkpoints it with the weights:
@@ -247,9 +251,12 @@ class Image2Audio(keras.Model):
                 translated_logits = logits[-num_faces:]
                 weights, admitted = self._translation_weights(
                     tf.stop_gradient(embeddings[-num_faces:]), face_labels)
+                if cfg.translated_normalizer == "weight_sum":
+                    translated_total = _global_sum(tf.reduce_sum(weights))
+                else:
+                    translated_total = tf.cast(global_faces, tf.float32)
                 c_translated = losses.density_weighted_cross_entropy(
-                    face_labels, translated_logits, weights,
-                    _global_sum(tf.reduce_sum(weights)))
+                    face_labels, translated_logits, weights, translated_total)
                 c_loss += cfg.lambda_t * gate * c_translated
 
                 real = labeled
