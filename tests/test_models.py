@@ -72,7 +72,9 @@ def test_classifier_and_embedding_shapes(tmp_path):
                                          dropout=0.5)
     logmel = tf.random.stateless_normal([B, MELS, T], [3, 4])
     assert classifier(logmel).shape == (B, C)
-    assert models.embedding_model(classifier)(logmel).shape == (B, 7)
+    phi = keras.Model(classifier.input,
+                      classifier.get_layer(models.EMBEDDING_LAYER).output)
+    assert phi(logmel).shape == (B, 7)
     # Core layers only: reloads without custom objects, same outputs.
     path = str(tmp_path / "c.keras")
     classifier.save(path)

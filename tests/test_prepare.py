@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import (SMALL_DEMO as _SMALL_DEMO, run_main as _main,
-                      REPO_ROOT, SHARED_DATA, make_folder_corpora, shared_data_available,
+                      make_folder_corpora, shared_data_available,
                       small_config, tone, write_png, write_wav)
 from i2a_tf.data import schema
 from i2a_tf.data.prepare import PrepareError, prepare

@@ -7,7 +7,6 @@ Models never import `training`.
 
 from i2a_tf.models.classifier import EMBEDDING_LAYER
 from i2a_tf.models.classifier import build_classifier
-from i2a_tf.models.classifier import embedding_model
 from i2a_tf.models.discriminator import build_discriminator
 from i2a_tf.models.face_encoder import build_face_encoder
 from i2a_tf.models.generator import build_generator
@@ -18,5 +17,4 @@ __all__ = [
     "build_discriminator",
     "build_face_encoder",
     "build_generator",
-    "embedding_model",
 ]

@@ -49,9 +49,3 @@ def build_classifier(num_classes: int, num_mels: int, num_frames: int, *,
     logits = layers.Dense(num_classes, name="logits")(x)
     return keras.Model(logmel, logits, name=name)
 
-
-def embedding_model(classifier: keras.Model) -> keras.Model:
-    """φ of `classifier`, sharing its layers: `[B, mels, T]` -> `[B, embedding_dim]`."""
-    return keras.Model(classifier.input,
-                       classifier.get_layer(EMBEDDING_LAYER).output,
-                       name=f"{classifier.name}_embedding")

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from i2a_tf import graph
 from i2a_tf.config import Config, bandwidth_setting
-from i2a_tf.training.evaluation import classification_metrics, run_over_split
+from i2a_tf.training.evaluation import class_predictor, run_over_split, split_metrics
 
 log = logging.getLogger("i2a_tf.training")
 
@@ -189,17 +189,8 @@ class EpochEvaluation(keras.callbacks.Callback):
         return {"epoch": -1, "val_uar": -1.0}
 
     def _metrics(self, dataset):
-        if self.predict is None:
-            classifier = self.model.classifier
-
-            @tf.function(reduce_retracing=True)
-            def predict(x):
-                return tf.argmax(classifier(x, training=False), axis=1)
-
-            self.predict = predict
-        result = run_over_split(self.predict, dataset)
-        return classification_metrics(result["true_label"], result["outputs"],
-                                      self.model.config.data.classes)
+        self.predict = self.predict or class_predictor(self.model.classifier)
+        return split_metrics(self.predict, dataset, self.model.config.data.classes)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}

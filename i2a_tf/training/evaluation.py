@@ -57,3 +57,20 @@ def run_over_split(forward: Callable[[tf.Tensor], tf.Tensor | tuple],
         for key, value in named.items():
             collected.setdefault(key, []).append(np.asarray(value))
     return {key: np.concatenate(parts) for key, parts in collected.items()}
+
+
+def class_predictor(classifier) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A compiled `logmel [B, mels, T] -> [B] int64 predicted class` for
+    `classifier` (inference mode; traced once per batch shape family)."""
+    @tf.function(reduce_retracing=True)
+    def predict(logmel):
+        return tf.argmax(classifier(logmel, training=False), axis=1)
+    return predict
+
+
+def split_metrics(predict: Callable[[tf.Tensor], tf.Tensor], dataset: tf.data.Dataset,
+                  class_names: tuple[str, ...]) -> dict:
+    """`classification_metrics` of `predict` over an evaluation dataset,
+    against its `true_label`."""
+    result = run_over_split(predict, dataset)
+    return classification_metrics(result["true_label"], result["outputs"], class_names)

@@ -40,12 +40,21 @@ from i2a_tf.models import (EMBEDDING_LAYER, build_classifier, build_discriminato
                            build_face_encoder, build_generator)
 from i2a_tf.training import losses
 
-TRACKERS = (
-    "loss", "d_loss", "r1_penalty", "g_adversarial_loss", "g_class_loss",
-    "c_loss", "c_labeled_loss", "c_translated_loss", "c_unlabeled_loss",
-    "labeled_accuracy", "translated_accuracy", "mean_density_weight",
-    "admitted_fraction", "annealing_threshold", "pseudo_labeled_fraction",
-)
+def tracked_terms(config: Config, has_unlabeled: bool) -> tuple[str, ...]:
+    """Names of the `Mean` trackers a run logs: only the terms its switches
+    compute, so a switched-off term is absent from the logs rather than a
+    misleading 0."""
+    names = ["loss", "c_loss", "c_labeled_loss", "labeled_accuracy"]
+    if config.graph.use_pseudo_labels and has_unlabeled:
+        names += ["c_unlabeled_loss", "pseudo_labeled_fraction"]
+    if config.loss.use_translation:
+        names += ["d_loss", "g_adversarial_loss", "g_class_loss", "c_translated_loss",
+                  "translated_accuracy", "mean_density_weight", "admitted_fraction"]
+        if config.loss.r1_gamma > 0:
+            names.append("r1_penalty")
+        if config.loss.use_density_weights:
+            names.append("annealing_threshold")
+    return tuple(names)
 
 
 def _global_sum(value: tf.Tensor) -> tf.Tensor:
@@ -121,7 +130,8 @@ class Image2Audio(keras.Model):
         self.pseudo_confidences = self.add_weight(
             shape=(self.num_unlabeled,), initializer="zeros",
             name="pseudo_confidences", **state)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in TRACKERS}
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in tracked_terms(config, num_unlabeled > 0)}
         # Every network is functional and already built; so is the state.
         self.built = True
 
@@ -310,8 +320,9 @@ class Image2Audio(keras.Model):
         del tape
         logs.update(c_loss=c_loss, c_labeled_loss=c_labeled,
                     labeled_accuracy=self._accuracy(labeled_labels, labeled_logits,
-                                                    global_labeled),
-                    annealing_threshold=self.threshold())
+                                                    global_labeled))
+        if "annealing_threshold" in self.trackers:
+            logs["annealing_threshold"] = self.threshold()
         # Replica losses are shares of the global loss: sum them to log it.
         for name in ("c_loss", "c_labeled_loss", "c_unlabeled_loss",
                      "c_translated_loss", "d_loss", "r1_penalty",

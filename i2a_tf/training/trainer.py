@@ -17,14 +17,13 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from i2a_tf.config import Config, ConfigError, config_from_dict
 from i2a_tf.data.dataset_info import DatasetInfo
 from i2a_tf.data.pipeline import eval_dataset, face_dataset, make_train_input_fn
 from i2a_tf.training import callbacks as callbacks_lib
 from i2a_tf.training.distribution import make_strategy, set_precision_policy
-from i2a_tf.training.evaluation import classification_metrics, run_over_split
+from i2a_tf.training.evaluation import class_predictor, split_metrics
 from i2a_tf.training.image2audio import Image2Audio
 
 log = logging.getLogger("i2a_tf.training")
@@ -211,14 +210,8 @@ def evaluate(config: Config) -> dict:
     if not data.num_examples("test"):
         raise ConfigError(f"--workdir={config.workdir}: the test split is empty")
     classifier = keras.saving.load_model(config.classifier_path)
-
-    @tf.function(reduce_retracing=True)
-    def predict(logmel):
-        return tf.argmax(classifier(logmel, training=False), axis=1)
-
-    result = run_over_split(predict, eval_dataset(config, "test"))
-    metrics = classification_metrics(result["true_label"], result["outputs"],
-                                     data.classes)
+    metrics = split_metrics(class_predictor(classifier), eval_dataset(config, "test"),
+                            data.classes)
     metrics["split"] = "test"
     trained_with = config
     saved = os.path.join(config.workdir, "config.json")
