@@ -288,8 +288,12 @@ def make_train_input_fn(config: Config) -> Callable[[tf.distribute.InputContext 
     return input_fn
 
 
-def eval_dataset(config: Config, split: str) -> tf.data.Dataset:
-    """One centred-crop pass over `split` (see `audio_dataset` for the elements)."""
-    data = DatasetInfo(config)
+def eval_dataset(config: Config, split: str,
+                 data: DatasetInfo | None = None) -> tf.data.Dataset:
+    """One centred-crop pass over `split` (see `audio_dataset` for the elements).
+
+    `data`: the run's `DatasetInfo`, if it already has one (else read here).
+    """
+    data = data or DatasetInfo(config)
     return audio_dataset(data, split, config, training=False,
                          batch_size=config.input.eval_batch_size)

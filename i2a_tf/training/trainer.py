@@ -70,7 +70,7 @@ def reset_learning_rates(model: Image2Audio, config: Config) -> None:
 
 
 def _optional_split(config: Config, data: DatasetInfo, split: str):
-    return eval_dataset(config, split) if data.num_examples(split) else None
+    return eval_dataset(config, split, data) if data.num_examples(split) else None
 
 
 def _faces_per_class(config: Config, data: DatasetInfo):
@@ -111,12 +111,12 @@ def train(config: Config) -> dict:
             num_unlabeled=data.num_examples("train_unlabeled"),
             bank_size=data.num_examples("train_labeled"))
     input_fn = make_train_input_fn(config)
-    if strategy.num_replicas_in_sync > 1:
+    if replicas > 1:
         dataset = strategy.distribute_datasets_from_function(input_fn)
     else:
         dataset = input_fn(None)
 
-    labeled = eval_dataset(config, "train_labeled")
+    labeled = eval_dataset(config, "train_labeled", data)
     unlabeled = _optional_split(config, data, "train_unlabeled")
     log_dir = os.path.join(config.workdir, "logs")
     backup = callbacks_lib.FiniteBackupAndRestore(
@@ -124,10 +124,8 @@ def train(config: Config) -> dict:
     run_callbacks = [callbacks_lib.EpochClock()]
     if config.loss.use_translation and config.loss.use_density_weights:
         run_callbacks.append(callbacks_lib.ClassBankRefresh(labeled))
-    pseudo = None
     if config.graph.use_pseudo_labels and unlabeled is not None:
-        pseudo = callbacks_lib.PseudoLabelRefresh(config, labeled, unlabeled)
-        run_callbacks.append(pseudo)
+        run_callbacks.append(callbacks_lib.PseudoLabelRefresh(config, labeled, unlabeled))
     run_callbacks += [
         callbacks_lib.EpochEvaluation(
             config, _optional_split(config, data, "val"),
@@ -210,8 +208,8 @@ def evaluate(config: Config) -> dict:
     if not data.num_examples("test"):
         raise ConfigError(f"--workdir={config.workdir}: the test split is empty")
     classifier = keras.saving.load_model(config.classifier_path)
-    metrics = split_metrics(class_predictor(classifier), eval_dataset(config, "test"),
-                            data.classes)
+    metrics = split_metrics(class_predictor(classifier),
+                            eval_dataset(config, "test", data), data.classes)
     metrics["split"] = "test"
     trained_with = config
     saved = os.path.join(config.workdir, "config.json")
