@@ -27,6 +27,10 @@ setuptools.setup(
         "pillow>=10,<14",
         # tf.summary needs it for the training logs; tensorflow 2.21 does not pull it in.
         "tensorboard>=2.21,<2.22",
+        # --mode=export: PredictionLog protos for the TF Serving warm-up file.
+        "tensorflow-serving-api>=2.21,<2.22",
+        # Runs the TFLite models (tf.lite.Interpreter is deprecated).
+        "ai-edge-litert>=2.3,<3",
     ],
     extras_require={
         "test": ["pytest>=8,<10"],

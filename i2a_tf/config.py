@@ -19,6 +19,8 @@ from typing import Any, Mapping
 SPEECH_CORPORA = ("synthetic", "emodb", "ravdess", "cremad", "tess", "folder")
 FACE_CORPORA = ("synthetic", "ckplus", "fer2013", "jaffe", "folder")
 PAD_MODES = ("repeat", "mean")
+TFLITE_VARIANTS = ("float32", "dynamic_range", "int8")
+INT8_FRONTENDS = ("float", "int8")
 
 
 class ConfigError(ValueError):
@@ -482,6 +484,56 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """Deployment: --mode=export (SavedModel, TFLite) and --mode=predict."""
+
+    export_dir: str = _field(
+        "", "Where --mode=export writes: the SavedModel in TF Serving's layout "
+        "<export_dir>/<model_name>/<version>/ and the TFLite models and "
+        "export_report.json in <export_dir>/<model_name>_tflite/<version>/ "
+        "(default <workdir>/export).")
+    model_name: str = _field("image2audio", "The served model's name (TF Serving "
+                             "base-path folder and the warm-up requests' model_spec).")
+    export_version: int = _field(
+        0, "Version folder to write (a positive integer that does not exist yet); "
+        "0 = one more than the highest existing version.")
+    tflite_variants: tuple = _field(
+        TFLITE_VARIANTS, f"TFLite models to convert, any of {', '.join(TFLITE_VARIANTS)} "
+        "(int8: int8 weights and activations, calibrated on training clips).")
+    int8_frontend: str = _field(
+        "float", "In the int8 TFLite model, keep the log-mel front end in float "
+        "('float': only the classifier is quantized) or quantize it too ('int8'; "
+        "its power spectrum spans too many decades for int8, measured in BUILD.md).")
+    representative_clips: int = _field(
+        200, "Training clips (labeled, then unlabeled) that calibrate the int8 "
+        "model's activation ranges.")
+    latency_runs: int = _field(
+        50, "Timed runs per TFLite model for export_report.json's latency.")
+    model: str = _field(
+        "", "--mode=predict: a SavedModel version folder, a TF Serving base folder "
+        "(its highest version is used) or a .tflite file (default: the highest "
+        "version under <export_dir>/<model_name>).")
+
+    def validate(self) -> None:
+        if not self.model_name or "/" in self.model_name or self.model_name.startswith("."):
+            raise _bad("model_name", self.model_name,
+                       "must be a non-empty folder name without '/' or a leading '.'")
+        if self.export_version < 0:
+            raise _bad("export_version", self.export_version,
+                       "must be a positive version, or 0 for the next free one")
+        unknown = [v for v in self.tflite_variants if v not in TFLITE_VARIANTS]
+        if unknown or len(set(self.tflite_variants)) != len(self.tflite_variants):
+            raise _bad("tflite_variants", self.tflite_variants,
+                       f"must be distinct values from {', '.join(TFLITE_VARIANTS)}")
+        if self.int8_frontend not in INT8_FRONTENDS:
+            raise _bad("int8_frontend", self.int8_frontend,
+                       f"must be one of {', '.join(INT8_FRONTENDS)}")
+        for name in ("representative_clips", "latency_runs"):
+            if getattr(self, name) < 1:
+                raise _bad(name, getattr(self, name), "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole run: where it writes and every sub-config."""
 
@@ -493,6 +545,7 @@ class Config:
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     graph: GraphConfig = dataclasses.field(default_factory=GraphConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def validate(self) -> "Config":
         if not self.workdir:
@@ -504,6 +557,7 @@ class Config:
         self.loss.validate()
         self.graph.validate()
         self.train.validate()
+        self.export.validate()
         return self
 
     @property
@@ -520,10 +574,21 @@ class Config:
     def metrics_path(self) -> str:
         return os.path.join(self.workdir, "metrics.json")
 
+    @property
+    def saved_model_base(self) -> str:
+        """TF Serving's base path: one integer-named folder per exported version."""
+        return os.path.join(self.export.export_dir or os.path.join(self.workdir, "export"),
+                            self.export.model_name)
+
+    @property
+    def tflite_base(self) -> str:
+        """The TFLite models and export_report.json, one folder per version."""
+        return self.saved_model_base + "_tflite"
+
 
 _SUB_CONFIGS = {"data": DataConfig, "frontend": FrontEndConfig, "input": InputConfig,
                 "model": ModelConfig, "loss": LossConfig, "graph": GraphConfig,
-                "train": TrainConfig}
+                "train": TrainConfig, "export": ExportConfig}
 
 
 def leaf_fields() -> list[tuple[str | None, dataclasses.Field]]:

@@ -9,6 +9,10 @@ Modes (`--mode` takes one or several, comma-separated, run in this order):
   train     the Image2Audio model -> <workdir>/classifier.keras, logs/, metrics.json
             (a killed run resumes from <workdir>/backup when re-run)
   evaluate  <workdir>/classifier.keras on the test speakers -> <workdir>/metrics.json
+  export    <workdir>/classifier.keras -> SavedModel (TF Serving layout) and TFLite
+            models under <export_dir>, checked on the test split (export_report.json)
+  predict   audio files given after the flags -> one JSON line each on stdout
+            (--model: a SavedModel, a TF Serving base folder or a .tflite file)
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from absl import app, flags
 
 from i2a_tf import config as config_lib
 
-MODES = ("prepare", "train", "evaluate")
+MODES = ("prepare", "train", "evaluate", "export", "predict")
 FLAGS = flags.FLAGS
 
 
@@ -59,7 +63,8 @@ def modes_from_flag(values: list[str]) -> list[str]:
     return [m for m in MODES if m in values]
 
 
-def run(modes: list[str], config: config_lib.Config) -> None:
+def run(modes: list[str], config: config_lib.Config, files: list[str] = ()) -> int:
+    """Runs the modes in order; returns the number of files predict failed on."""
     from i2a_tf.training.distribution import configure_devices
     # Before any TensorFlow op runs: logical CPU devices can only be set then.
     configure_devices(config.train)
@@ -74,11 +79,16 @@ def run(modes: list[str], config: config_lib.Config) -> None:
             # train ends by evaluating the classifier it saved.
             from i2a_tf.training.trainer import evaluate
             evaluate(config)
+        elif mode == "export":
+            from i2a_tf.export.exporter import export
+            export(config)
+        elif mode == "predict":
+            from i2a_tf.export.predict import predict
+            return predict(config, list(files))
+    return 0
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.getLogger("i2a_tf").setLevel(logging.INFO)
     try:
         config = config_from_flags()
@@ -86,17 +96,26 @@ def main(argv: list[str]) -> int:
     except config_lib.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    os.makedirs(config.workdir, exist_ok=True)
+    files = argv[1:]
+    if files and "predict" not in modes:
+        raise app.UsageError(f"unexpected arguments: {' '.join(files)} (only "
+                             "--mode=predict takes files)")
+    if modes != ["predict"]:
+        os.makedirs(config.workdir, exist_ok=True)
     if "prepare" in modes or "train" in modes:
         # The record of what produced the data and the model; evaluate reads it.
         config_lib.write_config(config, os.path.join(config.workdir, "config.json"))
     from i2a_tf.data.prepare import PrepareError
     from i2a_tf.training.trainer import TrainingError
     try:
-        run(modes, config)
+        failed = run(modes, config, files)
     except (config_lib.ConfigError, PrepareError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, config_lib.ConfigError) else 1
+    if failed:
+        print(f"error: {failed} of {len(files)} files could not be read",
+              file=sys.stderr)
+        return 1
     return 0
 
 

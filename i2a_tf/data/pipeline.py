@@ -297,3 +297,24 @@ def eval_dataset(config: Config, split: str,
     data = data or DatasetInfo(config)
     return audio_dataset(data, split, config, training=False,
                          batch_size=config.input.eval_batch_size)
+
+
+def split_clips(data: DatasetInfo, split: str, limit: int | None = None
+                ) -> list[dict]:
+    """The raw clips of an audio split, one by one, in file order (as
+    `eval_dataset` reads them): dicts of `waveform` [samples] float32 in
+    [-1, 1), `true_label` and `index` ints. At most `limit` clips when given.
+
+    For exporting: the served models take whole waveforms, not padded batches.
+    """
+    dataset = tf.data.TFRecordDataset(data.files(split, "audio"))
+    if limit is not None:
+        dataset = dataset.take(limit)
+    clips = []
+    for serialized in dataset:
+        features = schema.parse_audio(serialized)
+        samples = schema.decode_waveform_int16(features["waveform"])
+        clips.append({"waveform": schema.waveform_to_float(samples).numpy(),
+                      "true_label": int(features["true_label"]),
+                      "index": int(features["index"])})
+    return clips

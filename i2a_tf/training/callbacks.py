@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from i2a_tf import graph
 from i2a_tf.config import Config, bandwidth_setting
-from i2a_tf.training.evaluation import class_predictor, run_over_split, split_metrics
+from i2a_tf.models.evaluation import class_predictor, run_over_split, split_metrics
 
 log = logging.getLogger("i2a_tf.training")
 

@@ -23,7 +23,7 @@ from i2a_tf.data.dataset_info import DatasetInfo
 from i2a_tf.data.pipeline import eval_dataset, face_dataset, make_train_input_fn
 from i2a_tf.training import callbacks as callbacks_lib
 from i2a_tf.training.distribution import make_strategy, set_precision_policy
-from i2a_tf.training.evaluation import class_predictor, split_metrics
+from i2a_tf.models.evaluation import class_predictor, split_metrics
 from i2a_tf.training.image2audio import Image2Audio
 
 log = logging.getLogger("i2a_tf.training")

@@ -1,4 +1,5 @@
-"""Classification metrics and forward passes over whole splits."""
+"""Classification metrics and forward passes over whole splits (shared by
+training, which selects and reports, and export, which checks the served models)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,277 @@
+"""`--mode=export`: the trained classifier -> SavedModel (TF Serving) + TFLite,
+checked against the trained model and measured in export_report.json.
+
+Layout (one version per export; 1, 2, ... by default):
+
+  <export_dir>/<model_name>/<version>/            the SavedModel, TF Serving's layout
+      saved_model.pb, variables/
+      assets/i2a_model.json                       class names, front end, statistics
+      assets.extra/tf_serving_warmup_requests     PredictionLog warm-up requests
+  <export_dir>/<model_name>_tflite/<version>/
+      float32.tflite, dynamic_range.tflite, int8.tflite   (--tflite_variants)
+      i2a_model.json, export_report.json
+
+Both folders are written under temporary names (`.tmp-...`, which TF Serving
+ignores: version folders are integers) and renamed when complete, the SavedModel
+last, so a server polling the base path never sees a half-written version.
+
+Checks before the rename: the reloaded SavedModel against the in-memory Keras
+model on every test clip, the warm-up requests against the reloaded SavedModel,
+and each TFLite model against the SavedModel (argmax agreement, max abs
+difference, UAR) on every test clip.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from i2a_tf.config import Config, ConfigError
+from i2a_tf.data.dataset_info import DatasetInfo
+from i2a_tf.data.pipeline import eval_dataset, split_clips
+from i2a_tf.export import tflite, warmup
+from i2a_tf.export.serving import (CLIENT_JSON, WAVEFORM_SIGNATURE, ServingModule,
+                                   client_metadata)
+from i2a_tf.models.evaluation import classification_metrics, run_over_split
+
+log = logging.getLogger(__name__)
+
+REPORT_JSON = "export_report.json"
+# Issue targets for the int8 model, checked and recorded in the report.
+INT8_MAX_BYTES_FRACTION = 0.30
+INT8_MAX_UAR_DROP_POINTS = 1.0
+INT8_MIN_AGREEMENT = 0.97
+LATENCY_CLIP_SECONDS = 2.0
+
+
+def existing_versions(base: str) -> list[int]:
+    """Integer-named version folders under a base path (TF Serving's rule)."""
+    if not os.path.isdir(base):
+        return []
+    return sorted(int(name) for name in os.listdir(base)
+                  if name.isdigit() and os.path.isdir(os.path.join(base, name)))
+
+
+def choose_version(config: Config) -> int:
+    taken = set(existing_versions(config.saved_model_base)) | set(
+        existing_versions(config.tflite_base))
+    requested = config.export.export_version
+    if requested == 0:
+        return max(taken, default=0) + 1
+    if requested in taken:
+        raise ConfigError(
+            f"--export_version={requested}: version {requested} already exists under "
+            f"{config.saved_model_base} or {config.tflite_base}; choose another, or 0 "
+            "for the next free one")
+    return requested
+
+
+def _directory_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
+
+
+def _compare(candidate: np.ndarray, reference: np.ndarray, true_labels: np.ndarray,
+             class_names: tuple[str, ...]) -> dict:
+    metrics = classification_metrics(true_labels, candidate.argmax(1), class_names)
+    return {"argmax_agreement": float(np.mean(candidate.argmax(1) == reference.argmax(1))),
+            "max_abs_difference": float(np.max(np.abs(candidate - reference))),
+            "uar": metrics["uar"]}
+
+
+def _latency_clip(clips: list[dict], sample_rate: int) -> np.ndarray:
+    """A LATENCY_CLIP_SECONDS clip: the first test clip, tiled or cut to length."""
+    return np.resize(clips[0]["waveform"], int(LATENCY_CLIP_SECONDS * sample_rate))
+
+
+def _keras_probabilities(config: Config, data: DatasetInfo, classifier,
+                         order: np.ndarray) -> np.ndarray:
+    """The in-memory Keras model on the test split, through the training input
+    pipeline (padded batches), rows in `order` of clip index."""
+    result = run_over_split(lambda x: tf.nn.softmax(classifier(x, training=False)),
+                            eval_dataset(config, "test", data))
+    by_index = dict(zip(result["index"].tolist(), result["outputs"]))
+    return np.stack([by_index[i] for i in order])
+
+
+def _saved_model_entry(config, data, classifier, loaded, directory, clips) -> tuple:
+    serve = loaded.signatures[WAVEFORM_SIGNATURE]
+    order = np.array([c["index"] for c in clips])
+    served = np.stack([serve(waveform=tf.constant(c["waveform"][None]))
+                       ["probabilities"].numpy()[0] for c in clips])
+    in_memory = _keras_probabilities(config, data, classifier, order)
+    true_labels = np.array([c["true_label"] for c in clips])
+    keras_uar = classification_metrics(true_labels, in_memory.argmax(1),
+                                       data.classes)["uar"]
+    entry = {"path": directory, "bytes": _directory_bytes(directory),
+             "keras_uar": keras_uar,
+             **{f"{k}_vs_keras" if k != "uar" else k: v for k, v in
+                _compare(served, in_memory, true_labels, data.classes).items()}}
+    clip = tf.constant(_latency_clip(clips, config.frontend.sample_rate)[None])
+    serve(waveform=clip)
+    started = time.perf_counter()
+    for _ in range(config.export.latency_runs):
+        serve(waveform=clip)
+    entry["latency_ms_per_clip"] = (time.perf_counter() - started) / \
+        config.export.latency_runs * 1000.0
+    return entry, served, true_labels
+
+
+def _representative(data: DatasetInfo, count: int):
+    """Calibration clips from the training records: labeled, then unlabeled."""
+    clips = split_clips(data, "train_labeled", count)
+    if len(clips) < count and data.num_examples("train_unlabeled"):
+        clips += split_clips(data, "train_unlabeled", count - len(clips))
+
+    def dataset():
+        for clip in clips:
+            yield [clip["waveform"][None, :]]
+    return dataset, len(clips)
+
+
+def _targets(variants: dict) -> dict:
+    int8, float32 = variants.get("int8"), variants.get("float32")
+    if int8 is None:
+        return {}
+    targets = {
+        "int8_agreement": {"value": int8["argmax_agreement"],
+                           "min": INT8_MIN_AGREEMENT,
+                           "met": int8["argmax_agreement"] >= INT8_MIN_AGREEMENT},
+        "int8_uar_drop_points": {"value": int8["uar_drop_points"],
+                                 "max": INT8_MAX_UAR_DROP_POINTS,
+                                 "met": int8["uar_drop_points"] <= INT8_MAX_UAR_DROP_POINTS},
+    }
+    if float32 is not None:
+        fraction = int8["bytes"] / float32["bytes"]
+        targets["int8_bytes_fraction_of_float32"] = {
+            "value": fraction, "max": INT8_MAX_BYTES_FRACTION,
+            "met": fraction <= INT8_MAX_BYTES_FRACTION}
+    return targets
+
+
+def export(config: Config) -> dict:
+    """Exports `<workdir>/classifier.keras`; returns export_report.json's content."""
+    if not os.path.exists(config.classifier_path):
+        raise ConfigError(f"--workdir={config.workdir}: no trained classifier at "
+                          f"{config.classifier_path}; run --mode=train first")
+    data = DatasetInfo(config)
+    if not data.num_examples("test"):
+        raise ConfigError(f"--workdir={config.workdir}: the test split is empty, so "
+                          "the exported models cannot be checked")
+    version = choose_version(config)
+    classifier = keras.saving.load_model(config.classifier_path)
+    metadata = client_metadata(data.classes, data.statistics, config.frontend)
+    sm_final = os.path.join(config.saved_model_base, str(version))
+    lite_final = os.path.join(config.tflite_base, str(version))
+    os.makedirs(config.saved_model_base, exist_ok=True)
+    os.makedirs(config.tflite_base, exist_ok=True)
+    suffix = f".tmp-{version}-{os.getpid()}"
+    sm_tmp = os.path.join(config.saved_model_base, suffix)
+    lite_tmp = os.path.join(config.tflite_base, suffix)
+    try:
+        report = _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp)
+        report["saved_model"]["path"] = sm_final
+        for entry in report["tflite"].values():
+            entry["path"] = os.path.join(lite_final, os.path.basename(entry["path"]))
+        _write_json(os.path.join(lite_tmp, REPORT_JSON), report)
+        os.rename(lite_tmp, lite_final)
+        os.rename(sm_tmp, sm_final)
+    finally:
+        shutil.rmtree(sm_tmp, ignore_errors=True)
+        shutil.rmtree(lite_tmp, ignore_errors=True)
+    _log_report(report, os.path.join(lite_final, REPORT_JSON))
+    return report
+
+
+def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dict:
+    os.makedirs(lite_tmp)
+    client_json = os.path.join(lite_tmp, CLIENT_JSON)
+    _write_json(client_json, metadata)
+    module = ServingModule(classifier, data.classes, data.statistics, config.frontend,
+                           client_json=client_json)
+    tf.saved_model.save(module, sm_tmp, signatures=module.signatures())
+    warmup.write_warmup_requests(sm_tmp, config.export.model_name,
+                                 warmup.warmup_batches(config.frontend))
+    log.info("wrote the SavedModel; checking it on the test split")
+    loaded = tf.saved_model.load(sm_tmp)
+    warmup.run_warmup_requests(loaded, sm_tmp)
+    clips = split_clips(data, "test")
+    saved_entry, served, true_labels = _saved_model_entry(
+        config, data, classifier, loaded, sm_tmp, clips)
+    representative, num_calibration = _representative(
+        data, config.export.representative_clips)
+    latency_clip = _latency_clip(clips, config.frontend.sample_rate)
+    lite_function = module.lite_function()
+    variants = {}
+    for variant in config.export.tflite_variants:
+        log.info("converting the %s TFLite model", variant)
+        model = tflite.finalize(
+            tflite.convert(lite_function, variant, representative,
+                           config.export.int8_frontend), metadata)
+        path = os.path.join(lite_tmp, f"{variant}.tflite")
+        with open(path, "wb") as f:
+            f.write(model)
+        runner = tflite.LiteModel(model, num_threads=1)
+        probabilities = np.stack([runner.probabilities(c["waveform"]) for c in clips])
+        entry = {"path": path, "bytes": len(model),
+                 **_compare(probabilities, served, true_labels, data.classes)}
+        entry["uar_drop_points"] = 100.0 * (saved_entry["uar"] - entry["uar"])
+        entry["latency_ms_per_clip"] = runner.latency_ms(latency_clip,
+                                                         config.export.latency_runs)
+        variants[variant] = entry
+    if "float32" in variants:
+        for entry in variants.values():
+            entry["bytes_fraction_of_float32"] = entry["bytes"] / variants["float32"]["bytes"]
+    return {
+        "model_name": config.export.model_name,
+        "version": version,
+        "classifier": config.classifier_path,
+        "class_names": list(data.classes),
+        "test_clips": len(clips),
+        "comparison": "argmax agreement, max |p - p_ref| and UAR on every test clip, "
+                      "whole clips at batch 1; TFLite against the SavedModel, the "
+                      "SavedModel against the in-memory Keras model",
+        "latency": f"mean of {config.export.latency_runs} runs on a "
+                   f"{LATENCY_CLIP_SECONDS:g}-s clip at batch 1; TFLite with the "
+                   "LiteRT interpreter on 1 thread",
+        "machine": {"processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "tensorflow": tf.__version__},
+        "int8_frontend": config.export.int8_frontend,
+        "calibration_clips": num_calibration,
+        "saved_model": saved_entry,
+        "tflite": variants,
+        "targets": _targets(variants),
+    }
+
+
+def _write_json(path: str, content: dict) -> None:
+    import json
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2, allow_nan=True)
+        f.write("\n")
+
+
+def _log_report(report: dict, path: str) -> None:
+    saved = report["saved_model"]
+    log.info("SavedModel %s: UAR %.4f (Keras %.4f), agreement with Keras %.3f, "
+             "max |diff| %.2e, %.1f ms per clip", saved["path"], saved["uar"],
+             saved["keras_uar"], saved["argmax_agreement_vs_keras"],
+             saved["max_abs_difference_vs_keras"], saved["latency_ms_per_clip"])
+    for name, entry in report["tflite"].items():
+        log.info("TFLite %-13s %8d bytes  UAR %.4f  agreement %.3f  max |diff| %.2e  "
+                 "%.2f ms per clip", name, entry["bytes"], entry["uar"],
+                 entry["argmax_agreement"], entry["max_abs_difference"],
+                 entry["latency_ms_per_clip"])
+    for name, target in report["targets"].items():
+        if not target["met"]:
+            log.warning("target missed: %s = %.4f (%s)", name, target["value"],
+                        ", ".join(f"{k} {v}" for k, v in target.items()
+                                  if k in ("min", "max")))
+    log.info("export report -> %s", path)

@@ -1,0 +1,151 @@
+"""`--mode=predict`: audio files in, one JSON line per file out.
+
+`python -m i2a_tf.main --mode=predict --model=<model> a.wav b.flac ...`
+
+<model> is a SavedModel version folder, a TF Serving base folder (its highest
+version) or a `.tflite` file written by `--mode=export`; by default the highest
+version under `<export_dir>/<model_name>`.
+
+Each file is decoded with soundfile (any format it reads, any sample rate, any
+channel count: channels are averaged, the rate is converted with
+`resample_poly`, exactly as the training clips were). A clip up to one model
+window long (`window_samples`, 2.015 s at the defaults) is classified whole, as
+evaluation does (the model trims leading and trailing silence and centres its
+window on the voice). A longer file is cut into windows of that length with 50 %
+overlap, the last one ending at the file's end; windows whose RMS level is more
+than `trim_db` below the file's loudest window are silence and skipped, and the
+probabilities of the others are averaged.
+
+Output lines (stdout):
+  {"path": ..., "class": "anger", "probabilities": {"anger": 0.71, ...},
+   "seconds": 2.1, "windows": 2}
+  {"path": ..., "error": "unreadable audio: ..."}     (the others still run)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TextIO
+
+import numpy as np
+import tensorflow as tf
+
+from i2a_tf.config import Config, ConfigError
+from i2a_tf.data.audio_files import AudioReadError, read_waveform
+from i2a_tf.export import tflite
+from i2a_tf.export.exporter import existing_versions
+from i2a_tf.export.serving import CLIENT_JSON, WAVEFORM_SIGNATURE
+
+
+class SavedModelClassifier:
+    """An exported SavedModel's `serving_default` over batches of windows."""
+
+    def __init__(self, directory: str):
+        metadata_path = os.path.join(directory, "assets", CLIENT_JSON)
+        if not os.path.isfile(metadata_path):
+            raise ConfigError(f"--model={directory}: no assets/{CLIENT_JSON}; not a "
+                              "SavedModel written by --mode=export")
+        with open(metadata_path, encoding="utf-8") as f:
+            self.metadata = json.load(f)
+        self._serve = tf.saved_model.load(directory).signatures[WAVEFORM_SIGNATURE]
+
+    def probabilities(self, windows: np.ndarray) -> np.ndarray:
+        """[K, samples] float32 -> [K, C]."""
+        return self._serve(waveform=tf.constant(windows))["probabilities"].numpy()
+
+
+class TFLiteClassifier:
+    """An exported `.tflite` model run by LiteRT, one window at a time."""
+
+    def __init__(self, path: str):
+        with open(path, "rb") as f:
+            model = f.read()
+        try:
+            self.metadata = tflite.read_metadata(model)
+        except Exception as error:  # a flatbuffer parser error names no type
+            raise ConfigError(f"--model={path}: not a TFLite model ({error})") from error
+        if self.metadata is None:
+            raise ConfigError(f"--model={path}: no embedded {CLIENT_JSON}; not a "
+                              "TFLite model written by --mode=export")
+        self._model = tflite.LiteModel(model)
+
+    def probabilities(self, windows: np.ndarray) -> np.ndarray:
+        return np.stack([self._model.probabilities(w) for w in windows])
+
+
+def resolve_model(config: Config) -> str:
+    """--model, or the highest exported version under the configured base."""
+    path = config.export.model
+    if not path:
+        versions = existing_versions(config.saved_model_base)
+        if not versions:
+            raise ConfigError(
+                f"--model: not given, and there is no exported version under "
+                f"{config.saved_model_base}; run --mode=export or pass --model")
+        return os.path.join(config.saved_model_base, str(versions[-1]))
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            return path
+        versions = existing_versions(path)
+        if versions:
+            return os.path.join(path, str(versions[-1]))
+    raise ConfigError(f"--model={path}: not a SavedModel folder, a TF Serving base "
+                      "folder with integer versions, or a .tflite file")
+
+
+def load_classifier(path: str):
+    if os.path.isfile(path):
+        return TFLiteClassifier(path)
+    return SavedModelClassifier(path)
+
+
+def windows(waveform: np.ndarray, window: int, trim_db: float) -> np.ndarray:
+    """[samples] -> [K, window or samples] float32 (see the module docstring)."""
+    waveform = np.asarray(waveform, np.float32)
+    if len(waveform) <= window:
+        return waveform[None, :]
+    hop = window // 2
+    starts = list(range(0, len(waveform) - window + 1, hop))
+    if starts[-1] != len(waveform) - window:
+        starts.append(len(waveform) - window)
+    cuts = np.stack([waveform[s:s + window] for s in starts])
+    if trim_db > 0:
+        rms = np.sqrt(np.mean(np.square(cuts, dtype=np.float64), axis=1))
+        level_db = 20.0 * np.log10(np.maximum(rms, 1e-10))
+        cuts = cuts[level_db >= level_db.max() - trim_db]
+    return cuts
+
+
+def predict_file(classifier, path: str) -> dict:
+    """The JSON line of one file (raises AudioReadError if it cannot be read)."""
+    metadata = classifier.metadata
+    rate = int(metadata["sample_rate"])
+    waveform = read_waveform(path, rate).astype(np.float32) / 32768.0
+    cuts = windows(waveform, int(metadata["window_samples"]),
+                   float(metadata["frontend"]["trim_db"]))
+    probabilities = classifier.probabilities(cuts).mean(axis=0)
+    names = metadata["class_names"]
+    return {"path": path, "class": names[int(np.argmax(probabilities))],
+            "probabilities": {n: round(float(p), 6) for n, p in zip(names, probabilities)},
+            "seconds": round(len(waveform) / rate, 3), "windows": int(len(cuts))}
+
+
+def predict(config: Config, files: list[str], out: TextIO = sys.stdout) -> int:
+    """Prints one JSON line per file; returns how many files failed."""
+    if not files:
+        raise ConfigError("--mode=predict: give one or more audio files after the flags")
+    classifier = load_classifier(resolve_model(config))
+    failed = 0
+    for path in files:
+        try:
+            line = predict_file(classifier, path)
+        except AudioReadError as error:
+            failed += 1
+            line = {"path": path, "error": error.reason}
+        out.write(json.dumps(line) + "\n")
+        out.flush()
+    return failed

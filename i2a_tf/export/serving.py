@@ -1,0 +1,169 @@
+"""The served computation: raw audio (or log-mel, or training records) in,
+class probabilities out, with the front end and its statistics inside the graph.
+
+`ServingModule` wraps the trained classifier C with the log-mel front end of
+`i2a_tf.data.frontend` (the code the training pipeline runs, not a copy) and the
+band statistics of the training split. Its three signatures are what the
+SavedModel serves; `lite_function` is the graph the TFLite models are converted
+from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from i2a_tf.config import FrontEndConfig
+from i2a_tf.data import frontend, schema
+from i2a_tf.data.frontend import BandStatistics
+
+# The JSON clients read (SavedModel `assets/`, TFLite metadata and folder).
+CLIENT_JSON = "i2a_model.json"
+CLIENT_JSON_VERSION = 1
+# Tensor-name prefix of the front-end ops; the int8 TFLite model keeps them in float.
+FRONTEND_SCOPE = "frontend"
+WAVEFORM_SIGNATURE = "serving_default"
+LOGMEL_SIGNATURE = "classify_logmel"
+EXAMPLES_SIGNATURE = "serve_examples"
+
+
+def window_samples(config: FrontEndConfig) -> int:
+    """Samples that make exactly `num_frames` frames (2.015 s at the defaults):
+    the span of audio one forward pass classifies."""
+    return (config.num_frames - 1) * config.frame_step + config.frame_length
+
+
+def client_metadata(class_names: tuple[str, ...], statistics: BandStatistics,
+                    config: FrontEndConfig) -> dict:
+    """What a client needs beside the model: label order and the front end."""
+    return {
+        "format_version": CLIENT_JSON_VERSION,
+        "class_names": list(class_names),
+        "sample_rate": config.sample_rate,
+        "window_samples": window_samples(config),
+        "frontend": dataclasses.asdict(config),
+        "normalisation": {"mean": [float(v) for v in statistics.mean],
+                          "std": [float(v) for v in statistics.std]},
+        "inputs": {
+            WAVEFORM_SIGNATURE: "waveform: float32 [batch, samples], mono, in [-1, 1], "
+                                "at sample_rate; at least one STFT window long",
+            LOGMEL_SIGNATURE: "logmel: float32 [batch, num_mels, num_frames], "
+                              "normalised log-mel",
+            EXAMPLES_SIGNATURE: "examples: serialized tf.train.Example [batch] in "
+                                "the training audio schema (i2a_tf/data/schema.py)",
+        },
+        "outputs": "probabilities float32 [batch, classes] (in class_names order), "
+                   "class_ids int64 [batch], class_names string [batch]",
+    }
+
+
+class ServingModule(tf.Module):
+    """Classifier + front end + statistics, with the serving signatures.
+
+    Args:
+      classifier: the trained Keras classifier, normalised log-mel
+        [B, mels, T] -> logits [B, C].
+      class_names: label names in class-id order.
+      statistics: the per-band normalisation statistics of the training split.
+      config: the front end the classifier was trained with.
+      client_json: a file to carry in the SavedModel's `assets/` (optional).
+    """
+
+    def __init__(self, classifier, class_names: tuple[str, ...],
+                 statistics: BandStatistics, config: FrontEndConfig,
+                 client_json: str | None = None):
+        super().__init__(name="image2audio")
+        self.classifier = classifier
+        self._config = config
+        self._statistics = statistics
+        self._class_names = tf.constant(list(class_names))
+        if client_json is not None:
+            self.client_json = tf.saved_model.Asset(client_json)
+        spec = tf.TensorSpec
+        self.serve_waveform = tf.function(
+            self._serve_waveform,
+            input_signature=[spec([None, None], tf.float32, name="waveform")])
+        self.classify_logmel = tf.function(
+            self._classify_logmel,
+            input_signature=[spec([None, config.num_mels, config.num_frames],
+                                  tf.float32, name="logmel")])
+        self.serve_examples = tf.function(
+            self._serve_examples,
+            input_signature=[spec([None], tf.string, name="examples")])
+
+    def signatures(self) -> dict:
+        return {WAVEFORM_SIGNATURE: self.serve_waveform.get_concrete_function(),
+                LOGMEL_SIGNATURE: self.classify_logmel.get_concrete_function(),
+                EXAMPLES_SIGNATURE: self.serve_examples.get_concrete_function()}
+
+    def _probabilities(self, logmel: tf.Tensor) -> tf.Tensor:
+        return tf.nn.softmax(self.classifier(logmel, training=False), axis=-1)
+
+    def _outputs(self, logmel: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = self._probabilities(logmel)
+        class_ids = tf.argmax(probabilities, axis=-1)
+        return {"probabilities": probabilities, "class_ids": class_ids,
+                "class_names": tf.gather(self._class_names, class_ids)}
+
+    def _features(self, waveform: tf.Tensor, num_samples: tf.Tensor,
+                  compact_mel: bool = False) -> tf.Tensor:
+        with tf.name_scope(FRONTEND_SCOPE):
+            return frontend.waveform_features(waveform, num_samples, self._statistics,
+                                              self._config, compact_mel=compact_mel)
+
+    def _whole_rows(self, waveform: tf.Tensor) -> tf.Tensor:
+        """[B] every row's full length (a served batch is not zero-padded)."""
+        return tf.fill(tf.shape(waveform)[:1], tf.shape(waveform)[1])
+
+    def _serve_waveform(self, waveform):
+        return self._outputs(self._features(waveform, self._whole_rows(waveform)))
+
+    def _classify_logmel(self, logmel):
+        return self._outputs(logmel)
+
+    def _serve_examples(self, examples):
+        features = schema.parse_audio(examples)
+        rate_ok = tf.debugging.assert_equal(
+            features["sample_rate"], tf.constant(self._config.sample_rate, tf.int64),
+            message=f"serve_examples: records must be at {self._config.sample_rate} Hz")
+        with tf.control_dependencies([rate_ok]):
+            num_samples = tf.cast(features["num_samples"], tf.int32)
+        # Clips differ in length: decode each padded to the longest; the front
+        # end ignores samples past num_samples.
+        longest = tf.reduce_max(tf.concat([num_samples, [1]], axis=0))
+        samples = tf.io.decode_raw(features["waveform"], tf.int16, little_endian=True,
+                                   fixed_length=2 * longest)
+        waveform = schema.waveform_to_float(samples)
+        return self._outputs(self._features(waveform, num_samples))
+
+    def lite_function(self):
+        """`waveform [1, samples] -> probabilities [1, C]`, for TFLite: the
+        compact mel projection (a 64 x 20 table instead of a 257 x 64 matrix)
+        and one output, since class names travel in the model's metadata."""
+        @tf.function(input_signature=[
+            tf.TensorSpec([1, None], tf.float32, name="waveform")])
+        def probabilities(waveform):
+            features = self._features(waveform, self._whole_rows(waveform),
+                                      compact_mel=True)
+            return {"probabilities": self._probabilities(features)}
+        return probabilities
+
+
+def generated_waveforms(config: FrontEndConfig, seconds: float, batch: int,
+                        seed: int) -> np.ndarray:
+    """[batch, samples] float32 harmonic tones in light noise, faded in and out
+    over 0.1 s: inputs that exercise the graph without carrying anyone's speech
+    (the corpora are research-only; nothing of them goes into an export)."""
+    rng = np.random.default_rng(seed)
+    rate = config.sample_rate
+    t = np.arange(int(seconds * rate)) / rate
+    rows = []
+    for _ in range(batch):
+        f0 = rng.uniform(100, 300)
+        voiced = sum(0.3 / k * np.sin(2 * np.pi * f0 * k * t) for k in (1, 2, 3))
+        voiced = voiced + 0.01 * rng.standard_normal(t.shape)
+        ramp = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.1)
+        rows.append(voiced * ramp)
+    return np.asarray(rows, np.float32)

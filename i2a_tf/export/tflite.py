@@ -1,0 +1,147 @@
+"""TFLite / LiteRT models: conversion, metadata, and a runner.
+
+Every variant converts `ServingModule.lite_function` (waveform [1, samples] ->
+probabilities [1, C], any length) with TFLite builtin ops only: the LiteRT
+runtime of `ai-edge-litert` cannot run Select TF ops.
+
+Variants:
+  float32        the graph as is.
+  dynamic_range  int8 weights, float activations (Optimize.DEFAULT, no data).
+  int8           int8 weights and activations, ranges calibrated on training
+                 clips. With `int8_frontend='float'` (the default) the front end
+                 (STFT, power, mel projection, log, trim, normalisation) stays in
+                 float and only the classifier is quantized: the power spectrum
+                 spans ~12 decades and int8 cannot hold it (a fully quantized
+                 model agreed with the float model on 41 % of EmoDB test clips;
+                 BUILD.md). The front end is selected by its tensor names (the
+                 `frontend/` scope) through TFLite's selective quantization
+                 (`QuantizationDebugger` with denylisted nodes).
+
+Tensor names other than the inputs' and outputs' are stripped (they are debug
+strings, ~3 % of an int8 model), and the client JSON (class names, front end) is
+embedded as flatbuffer metadata, so a `.tflite` file is self-describing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from typing import Callable, Iterable
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.lite.tools import flatbuffer_utils
+
+from i2a_tf.export.serving import CLIENT_JSON, FRONTEND_SCOPE
+
+Representative = Callable[[], Iterable[list[np.ndarray]]]
+
+
+def convert(lite_function, variant: str, representative: Representative | None = None,
+            int8_frontend: str = "float") -> bytes:
+    """Converts a `tf.function` with one input signature to a TFLite flatbuffer
+    (builtin ops only; the variables it captures become constants)."""
+    def converter():
+        c = tf.lite.TFLiteConverter.from_concrete_functions(
+            [lite_function.get_concrete_function()], lite_function)
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        return c
+
+    if variant == "float32":
+        return converter().convert()
+    if variant == "dynamic_range":
+        c = converter()
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        return c.convert()
+    if variant != "int8":
+        raise ValueError(f"unknown TFLite variant {variant!r}")
+    if representative is None:
+        raise ValueError("the int8 variant needs a representative dataset")
+    c = converter()
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = representative
+    if int8_frontend == "int8":
+        return c.convert()
+    float_model = flatbuffer_utils.convert_bytearray_to_object(converter().convert())
+    frontend_nodes = [t.name.decode() for t in float_model.subgraphs[0].tensors
+                      if t.name and t.name.decode().startswith(FRONTEND_SCOPE + "/")]
+    if not frontend_nodes:
+        raise RuntimeError(f"no '{FRONTEND_SCOPE}/' tensors in the float model: "
+                           "cannot keep the front end in float")
+
+    def one_clip():  # the debugger runs this through its instrumented model
+        yield next(iter(representative()))
+
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=frontend_nodes)
+    with warnings.catch_warnings():
+        # The debugger runs the deprecated tf.lite.Interpreter internally.
+        warnings.simplefilter("ignore")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=c, debug_dataset=one_clip, debug_options=options)
+        return debugger.get_nondebug_quantized_model()
+
+
+def finalize(model: bytes, metadata: dict) -> bytes:
+    """Strips inner tensor names and embeds `metadata` as CLIENT_JSON."""
+    tree = flatbuffer_utils.convert_bytearray_to_object(model)
+    for subgraph in tree.subgraphs:
+        keep = set(subgraph.inputs) | set(subgraph.outputs)
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in keep:
+                tensor.name = None
+    buffer = flatbuffer_utils.schema_fb.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), np.uint8)
+    tree.buffers.append(buffer)
+    entry = flatbuffer_utils.schema_fb.MetadataT()
+    entry.name = CLIENT_JSON.encode()
+    entry.buffer = len(tree.buffers) - 1
+    tree.metadata = [*(tree.metadata or []), entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(tree))
+
+
+def read_metadata(model: bytes) -> dict | None:
+    """The embedded CLIENT_JSON of a `.tflite` file, or None."""
+    tree = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    for entry in tree.metadata or []:
+        if entry.name and entry.name.decode() == CLIENT_JSON:
+            return json.loads(bytes(tree.buffers[entry.buffer].data).decode())
+    return None
+
+
+class LiteModel:
+    """A `.tflite` classifier run by the LiteRT interpreter (`ai-edge-litert`).
+
+    `probabilities(waveform)` takes one clip, [samples] float32, of any length.
+    """
+
+    def __init__(self, model: bytes, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+        self._interpreter = Interpreter(model_content=model, num_threads=num_threads)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._length = None
+
+    def _set(self, waveform: np.ndarray) -> None:
+        waveform = np.asarray(waveform, np.float32)[None, :]
+        if self._length != waveform.shape[1]:
+            self._interpreter.resize_tensor_input(self._input, waveform.shape)
+            self._interpreter.allocate_tensors()
+            self._length = waveform.shape[1]
+        self._interpreter.set_tensor(self._input, waveform)
+
+    def probabilities(self, waveform: np.ndarray) -> np.ndarray:
+        self._set(waveform)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output)[0].copy()
+
+    def latency_ms(self, waveform: np.ndarray, runs: int, warmup: int = 3) -> float:
+        """Mean wall time of one invoke on `waveform` (batch 1), in ms."""
+        self._set(waveform)
+        for _ in range(warmup):
+            self._interpreter.invoke()
+        started = time.perf_counter()
+        for _ in range(runs):
+            self._interpreter.invoke()
+        return (time.perf_counter() - started) / runs * 1000.0

@@ -1,0 +1,67 @@
+"""TF Serving warm-up: `assets.extra/tf_serving_warmup_requests`.
+
+A TFRecord file of `PredictionLog` protos (from `tensorflow-serving-api`). TF
+Serving replays them when it loads a version, before it reports the version
+available, so the first real requests do not pay for graph initialisation.
+The requests carry generated tones, never corpus audio.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+from i2a_tf.config import FrontEndConfig
+from i2a_tf.export.serving import WAVEFORM_SIGNATURE, generated_waveforms, window_samples
+
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def warmup_batches(config: FrontEndConfig) -> list[np.ndarray]:
+    """One window at batch 1 and 2, and half a window at batch 1 (~450 KB at
+    the defaults): every dimension is dynamic, so these trace the whole graph."""
+    seconds = window_samples(config) / config.sample_rate
+    shapes = [(seconds, 1), (seconds, 2), (seconds / 2, 1)]
+    return [generated_waveforms(config, s, b, seed=n) for n, (s, b) in enumerate(shapes)]
+
+
+def write_warmup_requests(saved_model_dir: str, model_name: str,
+                          batches: list[np.ndarray]) -> str:
+    """Writes one PredictRequest for `serving_default` per batch; returns the path."""
+    path = os.path.join(saved_model_dir, WARMUP_DIR, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for batch in batches:
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+                name=model_name, signature_name=WAVEFORM_SIGNATURE))
+            request.inputs["waveform"].CopyFrom(tf.make_tensor_proto(batch))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup_requests(saved_model_dir: str) -> list[predict_pb2.PredictRequest]:
+    """The PredictRequests of a SavedModel's warm-up file, in order."""
+    path = os.path.join(saved_model_dir, WARMUP_DIR, WARMUP_FILE)
+    requests = []
+    for record in tf.data.TFRecordDataset(path):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        requests.append(log.predict_log.request)
+    return requests
+
+
+def run_warmup_requests(loaded, saved_model_dir: str) -> list[dict[str, np.ndarray]]:
+    """Runs every warm-up request against a loaded SavedModel, as TF Serving
+    would; returns the outputs (raises if a request does not run)."""
+    outputs = []
+    for request in read_warmup_requests(saved_model_dir):
+        signature = loaded.signatures[request.model_spec.signature_name]
+        inputs = {name: tf.constant(tf.make_ndarray(proto))
+                  for name, proto in request.inputs.items()}
+        outputs.append({k: v.numpy() for k, v in signature(**inputs).items()})
+    return outputs
