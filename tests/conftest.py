@@ -92,6 +92,11 @@ def shared_data_available() -> bool:
 # Flags that shrink the generated demo corpus for tests.
 SMALL_DEMO = ("--synthetic_speakers=4", "--synthetic_clips_per_class=2",
               "--synthetic_subjects=3", "--synthetic_images_per_class=1")
+# ... and the networks, for main runs that train in seconds.
+TINY_TRAIN = (*SMALL_DEMO, "--num_frames=48", "--classifier_width=4",
+               "--generator_width=4", "--discriminator_width=4", "--encoder_width=4",
+               "--embedding_dim=8", "--face_code_dim=8", "--labeled_batch_size=2",
+               "--unlabeled_batch_size=4", "--face_batch_size=4", "--knn_k=3")
 
 
 def run_main(*args, cwd=REPO_ROOT, timeout=600):

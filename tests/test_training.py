@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, SMALL_DEMO, run_main
+from conftest import REPO_ROOT, TINY_TRAIN, run_main
 from training_fixtures import set_tiny_state, tiny_batch, tiny_config, tiny_model
 
 from i2a_tf.training import callbacks as callbacks_lib
-from i2a_tf.training.evaluation import classification_metrics
+from i2a_tf.models.evaluation import classification_metrics
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -195,10 +195,6 @@ def test_classification_metrics_by_hand():
 
 
 # A demo small enough for tests: 4 speakers, tiny networks, a few steps.
-_TINY_TRAIN = (*SMALL_DEMO, "--num_frames=48", "--classifier_width=4",
-               "--generator_width=4", "--discriminator_width=4", "--encoder_width=4",
-               "--embedding_dim=8", "--face_code_dim=8", "--labeled_batch_size=2",
-               "--unlabeled_batch_size=4", "--face_batch_size=4", "--knn_k=3")
 
 
 @pytest.mark.parametrize("variant", [(), ("--strategy=mirrored", "--num_cpu_devices=2"),
@@ -206,7 +202,8 @@ _TINY_TRAIN = (*SMALL_DEMO, "--num_frames=48", "--classifier_width=4",
                          ids=["default", "mirrored", "validation"])
 def test_main_demo_prepare_train_evaluate(tmp_path, variant):
     workdir = str(tmp_path / "run")
-    args = ("--flagfile=configs/demo.cfg", f"--workdir={workdir}", *_TINY_TRAIN,
+    args = ("--flagfile=configs/demo.cfg", "--mode=prepare,train,evaluate",
+            f"--workdir={workdir}", *TINY_TRAIN,
             "--epochs=3", "--warmup_epochs=1", "--steps_per_epoch=2",
             "--pseudo_label_every=1", *variant)
     result = run_main(*args)
@@ -250,7 +247,7 @@ def test_evaluate_without_a_trained_classifier_names_the_fix(tmp_path):
 
 def test_killed_training_resumes_at_the_interrupted_epoch(tmp_path):
     workdir = str(tmp_path / "run")
-    args = ("--flagfile=configs/demo.cfg", f"--workdir={workdir}", *_TINY_TRAIN,
+    args = ("--flagfile=configs/demo.cfg", f"--workdir={workdir}", *TINY_TRAIN,
             "--epochs=6", "--warmup_epochs=1", "--steps_per_epoch=3", "--verbose=2")
     prepared = run_main(*args, "--mode=prepare")
     assert prepared.returncode == 0, prepared.stderr[-3000:]

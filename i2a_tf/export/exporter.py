@@ -167,6 +167,12 @@ def export(config: Config) -> dict:
                           "the exported models cannot be checked")
     version = choose_version(config)
     classifier = keras.saving.load_model(config.classifier_path)
+    expected = (config.frontend.num_mels, config.frontend.num_frames)
+    if tuple(classifier.input_shape[1:]) != expected:
+        raise ConfigError(
+            f"--num_frames={config.frontend.num_frames}: {config.classifier_path} takes "
+            f"log-mel of shape {tuple(classifier.input_shape[1:])} (mels, frames), not "
+            f"{expected}; export with the --num_mels/--num_frames it was trained with")
     metadata = client_metadata(data.classes, data.statistics, config.frontend)
     sm_final = os.path.join(config.saved_model_base, str(version))
     lite_final = os.path.join(config.tflite_base, str(version))
@@ -220,7 +226,7 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
             f.write(model)
         runner = tflite.LiteModel(model, num_threads=1)
         probabilities = np.stack([runner.probabilities(c["waveform"]) for c in clips])
-        entry = {"path": path, "bytes": len(model),
+        entry = {"path": path, "bytes": len(model), "runtime": runner.runtime,
                  **_compare(probabilities, served, true_labels, data.classes)}
         entry["uar_drop_points"] = 100.0 * (saved_entry["uar"] - entry["uar"])
         entry["latency_ms_per_clip"] = runner.latency_ms(latency_clip,

@@ -25,6 +25,7 @@ embedded as flatbuffer metadata, so a `.tflite` file is self-describing.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from typing import Callable, Iterable
@@ -114,11 +115,23 @@ class LiteModel:
     """A `.tflite` classifier run by the LiteRT interpreter (`ai-edge-litert`).
 
     `probabilities(waveform)` takes one clip, [samples] float32, of any length.
+    `runtime` says what runs it: 'xnnpack' (LiteRT's default CPU delegate), or
+    'builtin' when XNNPack refuses the graph (seen with an int8 model of a
+    collapsed classifier whose activations have degenerate ranges); the
+    fallback is logged, and recorded in export_report.json.
     """
 
     def __init__(self, model: bytes, num_threads: int | None = None):
+        self._model = model
+        self._num_threads = num_threads
+        self.runtime = "xnnpack"
+        self._build()
+
+    def _build(self, resolver=None) -> None:
         from ai_edge_litert.interpreter import Interpreter
-        self._interpreter = Interpreter(model_content=model, num_threads=num_threads)
+        options = {} if resolver is None else {"experimental_op_resolver_type": resolver}
+        self._interpreter = Interpreter(model_content=self._model,
+                                        num_threads=self._num_threads, **options)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._length = None
@@ -131,14 +144,29 @@ class LiteModel:
             self._length = waveform.shape[1]
         self._interpreter.set_tensor(self._input, waveform)
 
-    def probabilities(self, waveform: np.ndarray) -> np.ndarray:
+    def _invoke(self, waveform: np.ndarray) -> None:
         self._set(waveform)
-        self._interpreter.invoke()
+        try:
+            self._interpreter.invoke()
+        except RuntimeError as error:
+            if self.runtime != "xnnpack" or "XNNPACK" not in str(error):
+                raise
+            from ai_edge_litert.interpreter import OpResolverType
+            logging.getLogger(__name__).warning(
+                "XNNPack cannot run this TFLite model (%s); using the builtin "
+                "kernels", str(error).splitlines()[0][:200])
+            self.runtime = "builtin"
+            self._build(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            self._set(waveform)
+            self._interpreter.invoke()
+
+    def probabilities(self, waveform: np.ndarray) -> np.ndarray:
+        self._invoke(waveform)
         return self._interpreter.get_tensor(self._output)[0].copy()
 
     def latency_ms(self, waveform: np.ndarray, runs: int, warmup: int = 3) -> float:
         """Mean wall time of one invoke on `waveform` (batch 1), in ms."""
-        self._set(waveform)
+        self._invoke(waveform)
         for _ in range(warmup):
             self._interpreter.invoke()
         started = time.perf_counter()
