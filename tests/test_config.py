@@ -45,6 +45,16 @@ def test_round_trip_through_json(tmp_path):
     ({"labeled_batch_size": 0}, "--labeled_batch_size=0: must be >= 1"),
     ({"workdir": ""}, "--workdir=: must not be empty"),
     ({"no_such_flag": 1}, "--no_such_flag: not a configuration flag"),
+    ({"tflite_variants": ["float32", "int4"]},
+     "--tflite_variants=float32,int4: must be distinct values from float32, "
+     "dynamic_range, int8"),
+    ({"tflite_variants": ["int8", "int8"]}, "--tflite_variants=int8,int8: must be distinct"),
+    ({"int8_frontend": "half"}, "--int8_frontend=half: must be one of float, int8"),
+    ({"int8_weights": "auto"}, "--int8_weights=auto: must be one of per_channel, per_tensor"),
+    ({"model_name": "a/b"}, "--model_name=a/b: must be a non-empty folder name"),
+    ({"model_name": ".hidden"}, "--model_name=.hidden: must be a non-empty folder name"),
+    ({"export_version": -1}, "--export_version=-1: must be a positive version"),
+    ({"representative_clips": 0}, "--representative_clips=0: must be >= 1"),
 ])
 def test_bad_values_name_the_flag(values, message):
     with pytest.raises(config_lib.ConfigError) as error:

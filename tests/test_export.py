@@ -336,9 +336,7 @@ def test_export_writes_the_next_version_and_refuses_an_existing_one(exported):
     (("--mode=predict",), "--mode=predict: give one or more audio files"),
     (("--mode=predict", "--model=/nowhere/model", "a.wav"), "--model=/nowhere/model: "
      "not a SavedModel folder"),
-    (("--mode=export", "--tflite_variants=float32,int4"), "--tflite_variants=float32,int4"),
     (("--mode=export", "--int8_frontend=half"), "--int8_frontend=half: must be one of"),
-    (("--mode=export", "--model_name=a/b"), "--model_name=a/b: must be a non-empty"),
 ])
 def test_bad_export_and_predict_arguments_name_the_flag(tmp_path, args, message):
     result = run_main(f"--workdir={tmp_path}", *args)
@@ -380,3 +378,31 @@ def test_choose_version_takes_the_next_free_integer(tmp_path):
     assert exporter.choose_version(config) == 4
     pinned = config_lib.config_from_flat({"workdir": str(tmp_path), "export_version": 2})
     assert exporter.choose_version(pinned) == 2
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
+def test_int8_weight_scales_per_channel_or_per_tensor(per_channel):
+    """--int8_weights: the conv kernels carry one scale per output channel, or one."""
+    from tensorflow.lite.tools import flatbuffer_utils
+    from i2a_tf.export.serving import ServingModule
+    from i2a_tf.models import build_classifier
+    config = config_lib.FrontEndConfig(num_frames=20)
+    statistics = frontend.BandStatistics(np.zeros(64, np.float32), np.ones(64, np.float32))
+    classifier = build_classifier(5, 64, 20, width=4, embedding_dim=8, dropout=0.0)
+    module = ServingModule(classifier, tuple(CLASSES), statistics, config)
+
+    def representative():
+        for seed in range(4):
+            yield [tone(0.3, freq=150 + 50 * seed, seed=seed)[None].astype(np.float32)]
+
+    model = flatbuffer_utils.convert_bytearray_to_object(tflite.convert(
+        module.lite_function(), "int8", representative, per_channel=per_channel))
+    graph = model.subgraphs[0]
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    conv = flatbuffer_utils.schema_fb.BuiltinOperator.CONV_2D  # what Conv1D becomes
+    kernels = [graph.tensors[op.inputs[1]] for op in graph.operators
+               if codes[op.opcodeIndex] == conv]
+    assert len(kernels) == 6
+    for kernel in kernels:
+        assert kernel.type == flatbuffer_utils.schema_fb.TensorType.INT8
+        assert len(kernel.quantization.scale) == (kernel.shape[0] if per_channel else 1)

@@ -124,16 +124,29 @@ def _saved_model_entry(config, data, classifier, loaded, directory, clips) -> tu
     return entry, served, true_labels
 
 
-def _representative(data: DatasetInfo, count: int):
+def _calibration_clips(data: DatasetInfo, count: int) -> list[dict]:
     """Calibration clips from the training records: labeled, then unlabeled."""
     clips = split_clips(data, "train_labeled", count)
     if len(clips) < count and data.num_examples("train_unlabeled"):
         clips += split_clips(data, "train_unlabeled", count - len(clips))
+    return clips
 
-    def dataset():
-        for clip in clips:
+
+def _convert(config: Config, lite_function, variant: str, calibration: list[dict],
+             metadata: dict) -> tuple[bytes, dict]:
+    """One TFLite variant, and what the report records of its settings."""
+    if variant != "int8":
+        return tflite.finalize(tflite.convert(lite_function, variant), metadata), {}
+
+    def representative():
+        for clip in calibration:
             yield [clip["waveform"][None, :]]
-    return dataset, len(clips)
+
+    export = config.export
+    model = tflite.convert(lite_function, variant, representative, export.int8_frontend,
+                           per_channel=export.int8_weights == "per_channel")
+    return tflite.finalize(model, metadata), {"int8_weights": export.int8_weights,
+                                              "int8_frontend": export.int8_frontend}
 
 
 def _targets(variants: dict) -> dict:
@@ -211,22 +224,19 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
     clips = split_clips(data, "test")
     saved_entry, served, true_labels = _saved_model_entry(
         config, data, classifier, loaded, sm_tmp, clips)
-    representative, num_calibration = _representative(
-        data, config.export.representative_clips)
+    calibration = _calibration_clips(data, config.export.representative_clips)
     latency_clip = _latency_clip(clips, config.frontend.sample_rate)
     lite_function = module.lite_function()
     variants = {}
     for variant in config.export.tflite_variants:
         log.info("converting the %s TFLite model", variant)
-        model = tflite.finalize(
-            tflite.convert(lite_function, variant, representative,
-                           config.export.int8_frontend), metadata)
+        model, how = _convert(config, lite_function, variant, calibration, metadata)
         path = os.path.join(lite_tmp, f"{variant}.tflite")
         with open(path, "wb") as f:
             f.write(model)
         runner = tflite.LiteModel(model, num_threads=1)
         probabilities = np.stack([runner.probabilities(c["waveform"]) for c in clips])
-        entry = {"path": path, "bytes": len(model), "runtime": runner.runtime,
+        entry = {"path": path, "bytes": len(model), "runtime": runner.runtime, **how,
                  **_compare(probabilities, served, true_labels, data.classes)}
         entry["uar_drop_points"] = 100.0 * (saved_entry["uar"] - entry["uar"])
         entry["latency_ms_per_clip"] = runner.latency_ms(latency_clip,
@@ -249,8 +259,7 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
                    "LiteRT interpreter on 1 thread",
         "machine": {"processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "tensorflow": tf.__version__},
-        "int8_frontend": config.export.int8_frontend,
-        "calibration_clips": num_calibration,
+        "calibration_clips": len(calibration),
         "saved_model": saved_entry,
         "tflite": variants,
         "targets": _targets(variants),

@@ -15,7 +15,8 @@ Variants:
                  model agreed with the float model on 41 % of EmoDB test clips;
                  BUILD.md). The front end is selected by its tensor names (the
                  `frontend/` scope) through TFLite's selective quantization
-                 (`QuantizationDebugger` with denylisted nodes).
+                 (`QuantizationDebugger` with denylisted nodes). Weight scales
+                 per output channel or per tensor (`--int8_weights`).
 
 Tensor names other than the inputs' and outputs' are stripped (they are debug
 strings, ~3 % of an int8 model), and the client JSON (class names, front end) is
@@ -40,9 +41,12 @@ Representative = Callable[[], Iterable[list[np.ndarray]]]
 
 
 def convert(lite_function, variant: str, representative: Representative | None = None,
-            int8_frontend: str = "float") -> bytes:
+            int8_frontend: str = "float", per_channel: bool = True) -> bytes:
     """Converts a `tf.function` with one input signature to a TFLite flatbuffer
-    (builtin ops only; the variables it captures become constants)."""
+    (builtin ops only; the variables it captures become constants).
+
+    `per_channel=False` gives the int8 variant one weight scale per tensor
+    instead of one per output channel (fewer bytes, coarser weights)."""
     def converter():
         c = tf.lite.TFLiteConverter.from_concrete_functions(
             [lite_function.get_concrete_function()], lite_function)
@@ -62,6 +66,8 @@ def convert(lite_function, variant: str, representative: Representative | None =
     c = converter()
     c.optimizations = [tf.lite.Optimize.DEFAULT]
     c.representative_dataset = representative
+    # The converter's switch for this (read by the quantization debugger too).
+    c._experimental_disable_per_channel = not per_channel
     if int8_frontend == "int8":
         return c.convert()
     float_model = flatbuffer_utils.convert_bytearray_to_object(converter().convert())
