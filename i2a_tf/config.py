@@ -513,7 +513,8 @@ class ExportConfig:
         200, "Training clips (labeled, then unlabeled) that calibrate the int8 "
         "model's activation ranges.")
     latency_runs: int = _field(
-        50, "Timed runs per TFLite model for export_report.json's latency.")
+        50, "Timed runs per exported model (SavedModel and each TFLite model) for "
+        "export_report.json's latency.")
     model: str = _field(
         "", "--mode=predict: a SavedModel version folder, a TF Serving base folder "
         "(its highest version is used) or a .tflite file (default: the highest "
@@ -652,6 +653,22 @@ def config_from_dict(tree: Mapping[str, Any]) -> Config:
         else:
             flat[key] = value
     return config_from_flat(flat)
+
+
+def check_trained_frontend(config: Config) -> None:
+    """Raises if a front-end flag differs from what `<workdir>/config.json`
+    recorded for the run that trained the classifier (e.g. --pad_mode, which
+    dataset.json does not hold): evaluation and export must feed the classifier
+    what it was trained on."""
+    path = os.path.join(config.workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        trained = json.load(f).get("frontend", {})
+    for name, value in dataclasses.asdict(config.frontend).items():
+        if name in trained and trained[name] != value:
+            raise _bad(name, value, f"the classifier in {config.workdir} was trained "
+                       f"with {name}={trained[name]} ({path}); use that value")
 
 
 def write_config(config: Config, path: str) -> None:

@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, config_lib.ConfigError) else 1
     if failed:
-        print(f"error: {failed} of {len(files)} files could not be read",
+        print(f"error: {failed} of {len(files)} files failed (see their error lines)",
               file=sys.stderr)
         return 1
     return 0

@@ -21,7 +21,7 @@ from i2a_tf.data import frontend
 from i2a_tf.data.dataset_info import DatasetInfo
 from i2a_tf.data.pipeline import eval_dataset, split_clips
 from i2a_tf.export import exporter, predict, tflite, warmup
-from i2a_tf.export.serving import CLIENT_JSON, window_samples
+from i2a_tf.export.serving import CLIENT_JSON, existing_versions, window_samples
 
 CLASSES = ["anger", "disgust", "fear", "happiness", "sadness"]
 _PREPARE = ("--flagfile=configs/demo.cfg", *SMALL_DEMO, "--num_frames=48")
@@ -45,8 +45,10 @@ def exported(tmp_path_factory):
         eval_dataset(config, "train_unlabeled"))
     classifier.compile(keras.optimizers.Adam(3e-3),
                        keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    classifier.fit(train.map(lambda b: (b["logmel"], b["true_label"])).cache(),
-                   epochs=40, verbose=0)
+    train = train.map(lambda b: (b["logmel"], b["true_label"])).cache()
+    batches = sum(1 for _ in train)
+    classifier.fit(train.repeat(), steps_per_epoch=batches, epochs=10, shuffle=False,
+                   verbose=0)
     classifier.save(config.classifier_path)
     result = run_main(*_EXPORT, f"--workdir={workdir}", "--mode=evaluate,export")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -84,7 +86,8 @@ def test_export_layout_and_report(exported):
         assert os.path.exists(os.path.join(saved_model, name)), name
     # Only complete versions are visible: no temporary folders left behind.
     for base in (exported["config"].saved_model_base, exported["config"].tflite_base):
-        assert os.listdir(base) == ["1"]
+        assert "1" in os.listdir(base)
+        assert not [name for name in os.listdir(base) if not name.isdigit()]
     with open(os.path.join(saved_model, "assets", CLIENT_JSON)) as f:
         client = json.load(f)
     assert client["class_names"] == CLASSES
@@ -93,7 +96,6 @@ def test_export_layout_and_report(exported):
     saved = report["saved_model"]
     assert saved["argmax_agreement_vs_keras"] == 1.0
     assert saved["max_abs_difference_vs_keras"] < 1e-5
-    assert saved["uar"] == pytest.approx(saved["keras_uar"])
     with open(os.path.join(exported["workdir"], "metrics.json")) as f:
         assert saved["keras_uar"] == pytest.approx(json.load(f)["uar"])
     assert set(report["tflite"]) == {"float32", "dynamic_range", "int8"}
@@ -216,15 +218,16 @@ def test_warmup_requests_parse_and_run(exported):
 
 
 # Agreement and max |p - p_saved_model| on 10 test clips; measured on the
-# fixture: int8 1.0 / 0.10, dynamic range 1.0 / 0.013. The int8 model with its
-# front end quantized too gives 0.6 / 0.67 (test below).
-_PARITY = {"float32": (1.0, 1e-5), "dynamic_range": (0.8, 0.1), "int8": (0.8, 0.25)}
+# fixture: int8 0.9 / 0.032 (one near-tie flips), dynamic range 1.0 / 0.0044.
+# The int8 model with its front end quantized too gives 0.1 / 0.15 (test below).
+_PARITY = {"float32": (1.0, 1e-4), "dynamic_range": (0.8, 0.05), "int8": (0.8, 0.1)}
 
 
 def _parity(model_path: str, saved_model: str, config) -> tuple[float, float]:
     with open(model_path, "rb") as f:
         runner = tflite.LiteModel(f.read())
-    serve = tf.saved_model.load(saved_model).signatures["serving_default"]
+    loaded = tf.saved_model.load(saved_model)
+    serve = loaded.signatures["serving_default"]
     clips = split_clips(DatasetInfo(config), "test", 10)
     lite = np.stack([runner.probabilities(c["waveform"]) for c in clips])
     served = np.stack([serve(waveform=tf.constant(c["waveform"][None]))
@@ -281,7 +284,7 @@ def test_predict_on_audio_files(exported, tmp_path, model):
                   else os.path.join(exported["tflite"], model))
     result = run_main("--mode=predict", f"--model={model_path}", *files.values())
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "1 of 4 files could not be read" in result.stderr
+    assert "1 of 4 files failed" in result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["path"] for line in lines] == list(files.values())
     by_name = dict(zip(files, lines))
@@ -310,8 +313,9 @@ def test_predict_matches_the_served_model_on_one_window(exported, tmp_path):
     line = json.loads(result.stdout)
     assert line["windows"] == 1
     samples = clip / 32768.0  # what predict decodes
-    serve = tf.saved_model.load(exported["saved_model"]).signatures["serving_default"]
-    expected = serve(waveform=tf.constant(samples[None], tf.float32))["probabilities"]
+    loaded = tf.saved_model.load(exported["saved_model"])
+    expected = loaded.signatures["serving_default"](
+        waveform=tf.constant(samples[None], tf.float32))["probabilities"]
     np.testing.assert_allclose(list(line["probabilities"].values()),
                                expected.numpy()[0], atol=2e-6)
 
@@ -325,7 +329,7 @@ def test_export_writes_the_next_version_and_refuses_an_existing_one(exported):
     done = run_main(*args)
     assert done.returncode == 0, done.stderr[-3000:]
     config = exported["config"]
-    assert exporter.existing_versions(config.saved_model_base) == [1, 2]
+    assert existing_versions(config.saved_model_base) == [1, 2]
     assert sorted(os.listdir(os.path.join(config.tflite_base, "2"))) == sorted([
         CLIENT_JSON, exporter.REPORT_JSON, "float32.tflite"])
     # predict without --model takes the highest version.
@@ -336,12 +340,36 @@ def test_export_writes_the_next_version_and_refuses_an_existing_one(exported):
     (("--mode=predict",), "--mode=predict: give one or more audio files"),
     (("--mode=predict", "--model=/nowhere/model", "a.wav"), "--model=/nowhere/model: "
      "not a SavedModel folder"),
-    (("--mode=export", "--int8_frontend=half"), "--int8_frontend=half: must be one of"),
 ])
 def test_bad_export_and_predict_arguments_name_the_flag(tmp_path, args, message):
     result = run_main(f"--workdir={tmp_path}", *args)
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
+
+
+def test_export_refuses_a_front_end_the_classifier_was_not_trained_with(exported):
+    result = run_main(*_EXPORT, f"--workdir={exported['workdir']}", "--mode=export",
+                      "--pad_mode=mean")
+    assert result.returncode == 2
+    assert "--pad_mode=mean: the classifier in" in result.stderr
+    assert "was trained with pad_mode=repeat" in result.stderr
+
+
+def test_a_failed_export_leaves_no_version_and_no_temporary_folder(exported, tmp_path,
+                                                                   monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(tflite, "convert", broken)
+    config = config_lib.config_from_flat({
+        "workdir": exported["workdir"], "num_frames": 48, "export_dir": str(tmp_path)})
+    # A folder left by an export that was killed (no such process).
+    stale = os.path.join(config.saved_model_base, ".tmp-7-999999999")
+    os.makedirs(stale)
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        exporter.export(config)
+    assert os.listdir(config.saved_model_base) == []
+    assert os.listdir(config.tflite_base) == []
 
 
 def test_files_without_predict_are_refused(tmp_path):
@@ -376,6 +404,8 @@ def test_choose_version_takes_the_next_free_integer(tmp_path):
     for name in ("1", "3", ".tmp-4-123", "notes"):
         os.makedirs(os.path.join(config.saved_model_base, name))
     assert exporter.choose_version(config) == 4
+    os.makedirs(os.path.join(config.tflite_base, "5"))  # reserved by another export
+    assert exporter.choose_version(config) == 6
     pinned = config_lib.config_from_flat({"workdir": str(tmp_path), "export_version": 2})
     assert exporter.choose_version(pinned) == 2
 

@@ -194,9 +194,6 @@ def test_classification_metrics_by_hand():
     assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 2 / 3) / 3)
 
 
-# A demo small enough for tests: 4 speakers, tiny networks, a few steps.
-
-
 @pytest.mark.parametrize("variant", [(), ("--strategy=mirrored", "--num_cpu_devices=2"),
                                      ("--val_speaker_fraction=0.4",)],
                          ids=["default", "mirrored", "validation"])

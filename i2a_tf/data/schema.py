@@ -127,13 +127,20 @@ def face_example(image: np.ndarray, *, label: int, subject: str,
     })
 
 
-def parse_audio(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+# What a served audio record needs: a client classifying a clip has no labels,
+# speaker or index to fill in.
+SERVED_AUDIO_FEATURES = {name: AUDIO_FEATURES[name]
+                         for name in ("waveform", "num_samples", "sample_rate")}
+
+
+def parse_audio(serialized: tf.Tensor, served_only: bool = False) -> dict[str, tf.Tensor]:
     """Parses audio records. `serialized`: [] or [batch] tf.string.
 
-    Returns the schema's features, with `waveform` left as raw bytes (decode with
-    `decode_waveform_int16`).
+    Returns the schema's features (only `SERVED_AUDIO_FEATURES` when
+    `served_only`, so other fields may be absent), with `waveform` left as raw
+    bytes (decode with `decode_waveform_int16`).
     """
-    return _parse(serialized, AUDIO_FEATURES)
+    return _parse(serialized, SERVED_AUDIO_FEATURES if served_only else AUDIO_FEATURES)
 
 
 def parse_logmel(serialized: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -23,6 +23,7 @@ difference, UAR) on every test clip.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -33,12 +34,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from i2a_tf.config import Config, ConfigError
+from i2a_tf.config import Config, ConfigError, check_trained_frontend
 from i2a_tf.data.dataset_info import DatasetInfo
 from i2a_tf.data.pipeline import eval_dataset, split_clips
 from i2a_tf.export import tflite, warmup
 from i2a_tf.export.serving import (CLIENT_JSON, WAVEFORM_SIGNATURE, ServingModule,
-                                   client_metadata)
+                                   client_metadata, existing_versions)
 from i2a_tf.models.evaluation import classification_metrics, run_over_split
 
 log = logging.getLogger(__name__)
@@ -51,26 +52,53 @@ INT8_MIN_AGREEMENT = 0.97
 LATENCY_CLIP_SECONDS = 2.0
 
 
-def existing_versions(base: str) -> list[int]:
-    """Integer-named version folders under a base path (TF Serving's rule)."""
-    if not os.path.isdir(base):
-        return []
-    return sorted(int(name) for name in os.listdir(base)
-                  if name.isdigit() and os.path.isdir(os.path.join(base, name)))
-
-
 def choose_version(config: Config) -> int:
+    """The version to write: --export_version, or one more than the highest
+    under either base path."""
     taken = set(existing_versions(config.saved_model_base)) | set(
         existing_versions(config.tflite_base))
     requested = config.export.export_version
     if requested == 0:
         return max(taken, default=0) + 1
     if requested in taken:
-        raise ConfigError(
-            f"--export_version={requested}: version {requested} already exists under "
-            f"{config.saved_model_base} or {config.tflite_base}; choose another, or 0 "
-            "for the next free one")
+        raise _version_taken(config, requested)
     return requested
+
+
+def _version_taken(config: Config, version: int) -> ConfigError:
+    return ConfigError(
+        f"--export_version={version}: version {version} already exists under "
+        f"{config.saved_model_base} or {config.tflite_base}; choose another, or 0 "
+        "for the next free one")
+
+
+def _claim_version(config: Config) -> int:
+    """Chooses a version and reserves it by creating its (empty) TFLite folder,
+    so two exports running at once never write the same version."""
+    version = choose_version(config)
+    while True:
+        try:
+            os.mkdir(os.path.join(config.tflite_base, str(version)))
+            return version
+        except FileExistsError:
+            if config.export.export_version:
+                raise _version_taken(config, version) from None
+            version += 1
+
+
+def _remove_stale_temporaries(base: str) -> None:
+    """Removes `.tmp-<version>-<pid>` folders left by exports that were killed."""
+    for name in os.listdir(base):
+        parts = name.split("-")
+        if len(parts) != 3 or parts[0] != ".tmp" or not parts[2].isdigit():
+            continue
+        try:
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            log.info("removing %s, left by an export that did not finish", name)
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        except PermissionError:
+            pass  # a live process of another user
 
 
 def _directory_bytes(path: str) -> int:
@@ -101,7 +129,8 @@ def _keras_probabilities(config: Config, data: DatasetInfo, classifier,
     return np.stack([by_index[i] for i in order])
 
 
-def _saved_model_entry(config, data, classifier, loaded, directory, clips) -> tuple:
+def _saved_model_entry(config, data, classifier, loaded, directory, clips,
+                       latency_clip: np.ndarray) -> tuple:
     serve = loaded.signatures[WAVEFORM_SIGNATURE]
     order = np.array([c["index"] for c in clips])
     served = np.stack([serve(waveform=tf.constant(c["waveform"][None]))
@@ -114,7 +143,7 @@ def _saved_model_entry(config, data, classifier, loaded, directory, clips) -> tu
              "keras_uar": keras_uar,
              **{f"{k}_vs_keras" if k != "uar" else k: v for k, v in
                 _compare(served, in_memory, true_labels, data.classes).items()}}
-    clip = tf.constant(_latency_clip(clips, config.frontend.sample_rate)[None])
+    clip = tf.constant(latency_clip[None])
     serve(waveform=clip)
     started = time.perf_counter()
     for _ in range(config.export.latency_runs):
@@ -169,42 +198,65 @@ def _targets(variants: dict) -> dict:
     return targets
 
 
-def export(config: Config) -> dict:
-    """Exports `<workdir>/classifier.keras`; returns export_report.json's content."""
+def _load_classifier(config: Config):
+    """The trained classifier, checked against the flags' front end."""
     if not os.path.exists(config.classifier_path):
         raise ConfigError(f"--workdir={config.workdir}: no trained classifier at "
                           f"{config.classifier_path}; run --mode=train first")
+    check_trained_frontend(config)
+    try:
+        classifier = keras.saving.load_model(config.classifier_path)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--workdir={config.workdir}: cannot load "
+                          f"{config.classifier_path}: {error}") from error
+    for flag, expected, actual in zip(
+            ("num_mels", "num_frames"),
+            (config.frontend.num_mels, config.frontend.num_frames),
+            tuple(classifier.input_shape[1:])):
+        if expected != actual:
+            raise ConfigError(f"--{flag}={expected}: {config.classifier_path} was "
+                              f"trained with {flag}={actual}")
+    return classifier
+
+
+def export(config: Config) -> dict:
+    """Exports `<workdir>/classifier.keras`; returns export_report.json's content."""
+    classifier = _load_classifier(config)
     data = DatasetInfo(config)
     if not data.num_examples("test"):
         raise ConfigError(f"--workdir={config.workdir}: the test split is empty, so "
                           "the exported models cannot be checked")
-    version = choose_version(config)
-    classifier = keras.saving.load_model(config.classifier_path)
-    expected = (config.frontend.num_mels, config.frontend.num_frames)
-    if tuple(classifier.input_shape[1:]) != expected:
-        raise ConfigError(
-            f"--num_frames={config.frontend.num_frames}: {config.classifier_path} takes "
-            f"log-mel of shape {tuple(classifier.input_shape[1:])} (mels, frames), not "
-            f"{expected}; export with the --num_mels/--num_frames it was trained with")
     metadata = client_metadata(data.classes, data.statistics, config.frontend)
+    try:
+        for base in (config.saved_model_base, config.tflite_base):
+            os.makedirs(base, exist_ok=True)
+            _remove_stale_temporaries(base)
+        version = _claim_version(config)
+    except OSError as error:
+        raise ConfigError(f"--export_dir={config.export.export_dir or ''}: cannot "
+                          f"write there: {error}") from error
     sm_final = os.path.join(config.saved_model_base, str(version))
     lite_final = os.path.join(config.tflite_base, str(version))
-    os.makedirs(config.saved_model_base, exist_ok=True)
-    os.makedirs(config.tflite_base, exist_ok=True)
     suffix = f".tmp-{version}-{os.getpid()}"
     sm_tmp = os.path.join(config.saved_model_base, suffix)
     lite_tmp = os.path.join(config.tflite_base, suffix)
+    done = False
     try:
         report = _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp)
         report["saved_model"]["path"] = sm_final
         for entry in report["tflite"].values():
             entry["path"] = os.path.join(lite_final, os.path.basename(entry["path"]))
         _write_json(os.path.join(lite_tmp, REPORT_JSON), report)
+        # Onto the empty reserved folder; the SavedModel last, so a server sees
+        # the version only when everything is in place.
         os.rename(lite_tmp, lite_final)
         os.rename(sm_tmp, sm_final)
+        done = True
     finally:
         shutil.rmtree(sm_tmp, ignore_errors=True)
         shutil.rmtree(lite_tmp, ignore_errors=True)
+        if not done:
+            shutil.rmtree(lite_final, ignore_errors=True)
     _log_report(report, os.path.join(lite_final, REPORT_JSON))
     return report
 
@@ -222,10 +274,13 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
     loaded = tf.saved_model.load(sm_tmp)
     warmup.run_warmup_requests(loaded, sm_tmp)
     clips = split_clips(data, "test")
-    saved_entry, served, true_labels = _saved_model_entry(
-        config, data, classifier, loaded, sm_tmp, clips)
-    calibration = _calibration_clips(data, config.export.representative_clips)
     latency_clip = _latency_clip(clips, config.frontend.sample_rate)
+    saved_entry, served, true_labels = _saved_model_entry(
+        config, data, classifier, loaded, sm_tmp, clips, latency_clip)
+    calibration = _calibration_clips(data, config.export.representative_clips)
+    if not calibration and "int8" in config.export.tflite_variants:
+        raise ConfigError(f"--tflite_variants=int8: the training splits in "
+                          f"{config.data_dir} hold no clips to calibrate it with")
     lite_function = module.lite_function()
     variants = {}
     for variant in config.export.tflite_variants:
@@ -267,7 +322,6 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
 
 
 def _write_json(path: str, content: dict) -> None:
-    import json
     with open(path, "w", encoding="utf-8") as f:
         json.dump(content, f, indent=2, allow_nan=True)
         f.write("\n")

@@ -35,8 +35,10 @@ import tensorflow as tf
 from i2a_tf.config import Config, ConfigError
 from i2a_tf.data.audio_files import AudioReadError, read_waveform
 from i2a_tf.export import tflite
-from i2a_tf.export.exporter import existing_versions
-from i2a_tf.export.serving import CLIENT_JSON, WAVEFORM_SIGNATURE
+from i2a_tf.export.serving import CLIENT_JSON, WAVEFORM_SIGNATURE, existing_versions
+
+# Windows per forward pass: bounds memory on long files (an hour is 3,600 windows).
+WINDOW_BATCH = 32
 
 
 class SavedModelClassifier:
@@ -49,19 +51,26 @@ class SavedModelClassifier:
                               "SavedModel written by --mode=export")
         with open(metadata_path, encoding="utf-8") as f:
             self.metadata = json.load(f)
-        self._serve = tf.saved_model.load(directory).signatures[WAVEFORM_SIGNATURE]
+        # Keep the loaded object: a signature alone does not keep its variables alive.
+        self._loaded = tf.saved_model.load(directory)
+        self._serve = self._loaded.signatures[WAVEFORM_SIGNATURE]
 
     def probabilities(self, windows: np.ndarray) -> np.ndarray:
-        """[K, samples] float32 -> [K, C]."""
-        return self._serve(waveform=tf.constant(windows))["probabilities"].numpy()
+        """[K, samples] float32 -> [K, C], WINDOW_BATCH windows at a time."""
+        return np.concatenate([
+            self._serve(waveform=tf.constant(windows[i:i + WINDOW_BATCH]))
+            ["probabilities"].numpy() for i in range(0, len(windows), WINDOW_BATCH)])
 
 
 class TFLiteClassifier:
     """An exported `.tflite` model run by LiteRT, one window at a time."""
 
     def __init__(self, path: str):
-        with open(path, "rb") as f:
-            model = f.read()
+        try:
+            with open(path, "rb") as f:
+                model = f.read()
+        except OSError as error:
+            raise ConfigError(f"--model={path}: unreadable: {error.strerror}") from error
         try:
             self.metadata = tflite.read_metadata(model)
         except Exception as error:  # a flatbuffer parser error names no type
@@ -135,7 +144,8 @@ def predict_file(classifier, path: str) -> dict:
 
 
 def predict(config: Config, files: list[str], out: TextIO = sys.stdout) -> int:
-    """Prints one JSON line per file; returns how many files failed."""
+    """Prints one JSON line per file; returns how many files failed (could not
+    be read, or, unexpectedly, made the model fail)."""
     if not files:
         raise ConfigError("--mode=predict: give one or more audio files after the flags")
     classifier = load_classifier(resolve_model(config))
@@ -146,6 +156,10 @@ def predict(config: Config, files: list[str], out: TextIO = sys.stdout) -> int:
         except AudioReadError as error:
             failed += 1
             line = {"path": path, "error": error.reason}
+        except (RuntimeError, ValueError, tf.errors.OpError) as error:
+            # The model failed on this file (not expected; reported, not fatal).
+            failed += 1
+            line = {"path": path, "error": f"inference failed: {error}"}
         out.write(json.dumps(line) + "\n")
         out.flush()
     return failed

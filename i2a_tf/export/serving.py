@@ -11,6 +11,7 @@ from.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -27,6 +28,15 @@ FRONTEND_SCOPE = "frontend"
 WAVEFORM_SIGNATURE = "serving_default"
 LOGMEL_SIGNATURE = "classify_logmel"
 EXAMPLES_SIGNATURE = "serve_examples"
+
+
+def existing_versions(base: str) -> list[int]:
+    """Integer-named version folders under a TF Serving base path, ascending
+    (TF Serving ignores every other name, e.g. the exporter's `.tmp-*`)."""
+    if not os.path.isdir(base):
+        return []
+    return sorted(int(name) for name in os.listdir(base)
+                  if name.isdigit() and os.path.isdir(os.path.join(base, name)))
 
 
 def window_samples(config: FrontEndConfig) -> int:
@@ -48,11 +58,13 @@ def client_metadata(class_names: tuple[str, ...], statistics: BandStatistics,
                           "std": [float(v) for v in statistics.std]},
         "inputs": {
             WAVEFORM_SIGNATURE: "waveform: float32 [batch, samples], mono, in [-1, 1], "
-                                "at sample_rate; at least one STFT window long",
+                                "at sample_rate, one clip per row (a clip shorter "
+                                "than one STFT window is zero-padded)",
             LOGMEL_SIGNATURE: "logmel: float32 [batch, num_mels, num_frames], "
                               "normalised log-mel",
             EXAMPLES_SIGNATURE: "examples: serialized tf.train.Example [batch] in "
-                                "the training audio schema (i2a_tf/data/schema.py)",
+                                "the training audio schema (i2a_tf/data/schema.py); "
+                                "only waveform, num_samples and sample_rate are read",
         },
         "outputs": "probabilities float32 [batch, classes] (in class_names order), "
                    "class_ids int64 [batch], class_names string [batch]",
@@ -124,7 +136,7 @@ class ServingModule(tf.Module):
         return self._outputs(logmel)
 
     def _serve_examples(self, examples):
-        features = schema.parse_audio(examples)
+        features = schema.parse_audio(examples, served_only=True)
         rate_ok = tf.debugging.assert_equal(
             features["sample_rate"], tf.constant(self._config.sample_rate, tf.int64),
             message=f"serve_examples: records must be at {self._config.sample_rate} Hz")

@@ -18,7 +18,7 @@ import time
 import keras
 import numpy as np
 
-from i2a_tf.config import Config, ConfigError, config_from_dict
+from i2a_tf.config import Config, ConfigError, check_trained_frontend, config_from_dict
 from i2a_tf.data.dataset_info import DatasetInfo
 from i2a_tf.data.pipeline import eval_dataset, face_dataset, make_train_input_fn
 from i2a_tf.training import callbacks as callbacks_lib
@@ -204,6 +204,7 @@ def evaluate(config: Config) -> dict:
     if not os.path.exists(config.classifier_path):
         raise ConfigError(f"--workdir={config.workdir}: no trained classifier at "
                           f"{config.classifier_path}; run --mode=train first")
+    check_trained_frontend(config)
     data = DatasetInfo(config)
     if not data.num_examples("test"):
         raise ConfigError(f"--workdir={config.workdir}: the test split is empty")
