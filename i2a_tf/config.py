@@ -510,8 +510,8 @@ class ExportConfig:
         "per_tensor (one per weight tensor: ~5 % fewer bytes at the default sizes, "
         "coarser weights; measured in BUILD.md).")
     representative_clips: int = _field(
-        200, "Training clips (labeled, then unlabeled) that calibrate the int8 "
-        "model's activation ranges.")
+        1000, "Training clips (labeled, then unlabeled; at most this many) that "
+        "calibrate the int8 model's activation ranges.")
     latency_runs: int = _field(
         50, "Timed runs per exported model (SavedModel and each TFLite model) for "
         "export_report.json's latency.")
