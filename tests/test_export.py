@@ -271,6 +271,7 @@ def _audio_files(directory) -> dict[str, str]:
         "flac": write_wav(os.path.join(directory, "clip.flac"),
                           tone(0.3, freq=300), subtype="PCM_16"),
         "corrupt": os.path.join(directory, "corrupt.wav"),
+        "too_short": write_wav(os.path.join(directory, "too_short.wav"), tone(0.01)),
     }
     with open(files["corrupt"], "wb") as f:
         f.write(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
@@ -284,12 +285,15 @@ def test_predict_on_audio_files(exported, tmp_path, model):
                   else os.path.join(exported["tflite"], model))
     result = run_main("--mode=predict", f"--model={model_path}", *files.values())
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "1 of 4 files failed" in result.stderr
+    assert "2 of 5 files failed" in result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["path"] for line in lines] == list(files.values())
     by_name = dict(zip(files, lines))
     assert by_name["corrupt"]["error"].startswith("unreadable audio: ")
     assert "corrupt.wav" in by_name["corrupt"]["error"]
+    assert by_name["too_short"]["error"] == ("too short to classify: 160 samples at "
+                                             "16000 Hz, less than one 400-sample "
+                                             "analysis window")
     for name in ("mono16k", "stereo48k", "flac"):
         line = by_name[name]
         assert line["class"] in CLASSES

@@ -19,7 +19,9 @@ probabilities of the others are averaged.
 Output lines (stdout):
   {"path": ..., "class": "anger", "probabilities": {"anger": 0.71, ...},
    "seconds": 2.1, "windows": 2}
-  {"path": ..., "error": "unreadable audio: ..."}     (the others still run)
+  {"path": ..., "error": "unreadable audio: ..."}     (the others still run;
+                                                       also for a clip shorter
+                                                       than one STFT window)
 """
 
 from __future__ import annotations
@@ -130,10 +132,15 @@ def windows(waveform: np.ndarray, window: int, trim_db: float) -> np.ndarray:
 
 
 def predict_file(classifier, path: str) -> dict:
-    """The JSON line of one file (raises AudioReadError if it cannot be read)."""
+    """The JSON line of one file (raises AudioReadError if it cannot be read or
+    is shorter than one STFT window)."""
     metadata = classifier.metadata
     rate = int(metadata["sample_rate"])
     waveform = read_waveform(path, rate).astype(np.float32) / 32768.0
+    shortest = int(round(rate * metadata["frontend"]["window_ms"] / 1000.0))
+    if len(waveform) < shortest:
+        raise AudioReadError(path, f"too short to classify: {len(waveform)} samples at "
+                             f"{rate} Hz, less than one {shortest}-sample analysis window")
     cuts = windows(waveform, int(metadata["window_samples"]),
                    float(metadata["frontend"]["trim_db"]))
     probabilities = classifier.probabilities(cuts).mean(axis=0)
