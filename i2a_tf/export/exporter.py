@@ -15,10 +15,11 @@ Both folders are written under temporary names (`.tmp-...`, which TF Serving
 ignores: version folders are integers) and renamed when complete, the SavedModel
 last, so a server polling the base path never sees a half-written version.
 
-Checks before the rename: the reloaded SavedModel against the in-memory Keras
-model on every test clip, the warm-up requests against the reloaded SavedModel,
-and each TFLite model against the SavedModel (argmax agreement, max abs
-difference, UAR) on every test clip.
+Checks before the rename: the warm-up requests run the way TF Serving runs them
+(a TF1 session over the SavedModel); the SavedModel reloaded with
+`tf.saved_model.load` against the in-memory Keras model on every test clip; and
+each TFLite model against the SavedModel (argmax agreement, max abs difference,
+UAR) on every test clip.
 """
 
 from __future__ import annotations
@@ -271,8 +272,9 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
     warmup.write_warmup_requests(sm_tmp, config.export.model_name,
                                  warmup.warmup_batches(config.frontend))
     log.info("wrote the SavedModel; checking it on the test split")
+    # TF Serving's own loading path first: a TF1 session over the SavedModel.
+    warmup.run_warmup_requests(sm_tmp)
     loaded = tf.saved_model.load(sm_tmp)
-    warmup.run_warmup_requests(loaded, sm_tmp)
     clips = split_clips(data, "test")
     latency_clip = _latency_clip(clips, config.frontend.sample_rate)
     saved_entry, served, true_labels = _saved_model_entry(

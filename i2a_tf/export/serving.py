@@ -87,7 +87,9 @@ class ServingModule(tf.Module):
                  statistics: BandStatistics, config: FrontEndConfig,
                  client_json: str | None = None):
         super().__init__(name="image2audio")
-        self.classifier = classifier
+        # Not an attribute: tf.Module would track the Keras model, whose
+        # variables TF Serving's loader does not restore (see below).
+        self._logits = lambda logmel: classifier(logmel, training=False)
         self._config = config
         self._statistics = statistics
         self._class_names = tf.constant(list(class_names))
@@ -104,6 +106,14 @@ class ServingModule(tf.Module):
         self.serve_examples = tf.function(
             self._serve_examples,
             input_signature=[spec([None], tf.string, name="examples")])
+        # Track the tf.Variables the traced graphs read, not their Keras wrappers:
+        # with only the wrappers tracked (a plain `tf.saved_model.save` of a
+        # Keras 3 model), the TF1 / C++ loader that TF Serving and
+        # `saved_model_cli run` use fails with "Could not find variable"
+        # (keras-team/keras#19274, tensorflow/tensorflow#72963); with both
+        # tracked, every weight is stored twice (keras-team/keras#23553).
+        self._variables = list({id(v): v for function in self.signatures().values()
+                                for v in function.variables}.values())
 
     def signatures(self) -> dict:
         return {WAVEFORM_SIGNATURE: self.serve_waveform.get_concrete_function(),
@@ -111,7 +121,7 @@ class ServingModule(tf.Module):
                 EXAMPLES_SIGNATURE: self.serve_examples.get_concrete_function()}
 
     def _probabilities(self, logmel: tf.Tensor) -> tf.Tensor:
-        return tf.nn.softmax(self.classifier(logmel, training=False), axis=-1)
+        return tf.nn.softmax(self._logits(logmel), axis=-1)
 
     def _outputs(self, logmel: tf.Tensor) -> dict[str, tf.Tensor]:
         probabilities = self._probabilities(logmel)

@@ -55,13 +55,20 @@ def read_warmup_requests(saved_model_dir: str) -> list[predict_pb2.PredictReques
     return requests
 
 
-def run_warmup_requests(loaded, saved_model_dir: str) -> list[dict[str, np.ndarray]]:
-    """Runs every warm-up request against a loaded SavedModel, as TF Serving
-    would; returns the outputs (raises if a request does not run)."""
+def run_warmup_requests(saved_model_dir: str) -> list[dict[str, np.ndarray]]:
+    """Runs every warm-up request as TF Serving does: the SavedModel loaded into
+    a TF1 session (the C++ SavedModelBundle path, not `tf.saved_model.load`),
+    inputs fed and outputs fetched by the signature's tensor names. Returns the
+    outputs; raises if a request does not run."""
     outputs = []
-    for request in read_warmup_requests(saved_model_dir):
-        signature = loaded.signatures[request.model_spec.signature_name]
-        inputs = {name: tf.constant(tf.make_ndarray(proto))
-                  for name, proto in request.inputs.items()}
-        outputs.append({k: v.numpy() for k, v in signature(**inputs).items()})
+    requests = read_warmup_requests(saved_model_dir)  # eagerly, before the graph
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"],
+                                                          saved_model_dir)
+        for request in requests:
+            signature = meta_graph.signature_def[request.model_spec.signature_name]
+            feeds = {signature.inputs[name].name: tf.make_ndarray(proto)
+                     for name, proto in request.inputs.items()}
+            fetches = {name: info.name for name, info in signature.outputs.items()}
+            outputs.append(session.run(fetches, feeds))
     return outputs
