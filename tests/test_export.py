@@ -461,3 +461,32 @@ def test_int8_weight_scales_per_channel_or_per_tensor(per_channel):
     for kernel in kernels:
         assert kernel.type == flatbuffer_utils.schema_fb.TensorType.INT8
         assert len(kernel.quantization.scale) == (kernel.shape[0] if per_channel else 1)
+
+
+def test_lite_model_falls_back_to_builtin_kernels_when_xnnpack_refuses(exported,
+                                                                       monkeypatch):
+    """Seen with an int8 model of a collapsed classifier: XNNPack refused the
+    graph at the first invoke. Simulated here; the builtin kernels must run it."""
+    from ai_edge_litert import interpreter as litert
+    with open(os.path.join(exported["tflite"], "float32.tflite"), "rb") as f:
+        model = f.read()
+    clip = tone(0.3, freq=190).astype(np.float32)
+    expected = tflite.LiteModel(model).probabilities(clip)
+
+    class Refusing(litert.Interpreter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.builtin = kwargs.get("experimental_op_resolver_type") == \
+                litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+        def invoke(self):
+            if not self.builtin:
+                raise RuntimeError("failed to create XNNPACK runtimeNode number 9 "
+                                   "(TfLiteXNNPackDelegate) failed to prepare.")
+            super().invoke()
+
+    monkeypatch.setattr(litert, "Interpreter", Refusing)
+    runner = tflite.LiteModel(model)
+    assert runner.runtime == "xnnpack"
+    np.testing.assert_allclose(runner.probabilities(clip), expected, atol=1e-5)
+    assert runner.runtime == "builtin"

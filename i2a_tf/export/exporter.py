@@ -115,6 +115,16 @@ def _compare(candidate: np.ndarray, reference: np.ndarray, true_labels: np.ndarr
             "uar": metrics["uar"]}
 
 
+def _mean_ms(call, runs: int, warmup: int = 3) -> float:
+    """Mean wall time of `call()` over `runs` calls after `warmup`, in ms."""
+    for _ in range(warmup):
+        call()
+    started = time.perf_counter()
+    for _ in range(runs):
+        call()
+    return (time.perf_counter() - started) / runs * 1000.0
+
+
 def _latency_clip(clips: list[dict], sample_rate: int) -> np.ndarray:
     """A LATENCY_CLIP_SECONDS clip: the first test clip, tiled or cut to length."""
     return np.resize(clips[0]["waveform"], int(LATENCY_CLIP_SECONDS * sample_rate))
@@ -145,12 +155,8 @@ def _saved_model_entry(config, data, classifier, loaded, directory, clips,
              **{f"{k}_vs_keras" if k != "uar" else k: v for k, v in
                 _compare(served, in_memory, true_labels, data.classes).items()}}
     clip = tf.constant(latency_clip[None])
-    serve(waveform=clip)
-    started = time.perf_counter()
-    for _ in range(config.export.latency_runs):
-        serve(waveform=clip)
-    entry["latency_ms_per_clip"] = (time.perf_counter() - started) / \
-        config.export.latency_runs * 1000.0
+    entry["latency_ms_per_clip"] = _mean_ms(lambda: serve(waveform=clip),
+                                            config.export.latency_runs)
     return entry, served, true_labels
 
 
@@ -296,8 +302,8 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
         entry = {"path": path, "bytes": len(model), "runtime": runner.runtime, **how,
                  **_compare(probabilities, served, true_labels, data.classes)}
         entry["uar_drop_points"] = 100.0 * (saved_entry["uar"] - entry["uar"])
-        entry["latency_ms_per_clip"] = runner.latency_ms(latency_clip,
-                                                         config.export.latency_runs)
+        entry["latency_ms_per_clip"] = _mean_ms(
+            lambda: runner.probabilities(latency_clip), config.export.latency_runs)
         variants[variant] = entry
     if "float32" in variants:
         for entry in variants.values():

@@ -34,10 +34,11 @@ from typing import TextIO
 import numpy as np
 import tensorflow as tf
 
-from i2a_tf.config import Config, ConfigError
+from i2a_tf.config import Config, ConfigError, FrontEndConfig
 from i2a_tf.data.audio_files import AudioReadError, read_waveform
 from i2a_tf.export import tflite
-from i2a_tf.export.serving import CLIENT_JSON, WAVEFORM_SIGNATURE, existing_versions
+from i2a_tf.export.serving import (CLIENT_JSON, WAVEFORM_SIGNATURE, existing_versions,
+                                   window_samples)
 
 # Windows per forward pass: bounds memory on long files (an hour is 3,600 windows).
 WINDOW_BATCH = 32
@@ -135,14 +136,14 @@ def predict_file(classifier, path: str) -> dict:
     """The JSON line of one file (raises AudioReadError if it cannot be read or
     is shorter than one STFT window)."""
     metadata = classifier.metadata
-    rate = int(metadata["sample_rate"])
+    front_end = FrontEndConfig(**metadata["frontend"])
+    rate = front_end.sample_rate
     waveform = read_waveform(path, rate).astype(np.float32) / 32768.0
-    shortest = int(round(rate * metadata["frontend"]["window_ms"] / 1000.0))
-    if len(waveform) < shortest:
+    if len(waveform) < front_end.frame_length:
         raise AudioReadError(path, f"too short to classify: {len(waveform)} samples at "
-                             f"{rate} Hz, less than one {shortest}-sample analysis window")
-    cuts = windows(waveform, int(metadata["window_samples"]),
-                   float(metadata["frontend"]["trim_db"]))
+                             f"{rate} Hz, less than one {front_end.frame_length}-sample "
+                             "analysis window")
+    cuts = windows(waveform, window_samples(front_end), front_end.trim_db)
     probabilities = classifier.probabilities(cuts).mean(axis=0)
     names = metadata["class_names"]
     return {"path": path, "class": names[int(np.argmax(probabilities))],

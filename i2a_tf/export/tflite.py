@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import warnings
 from typing import Callable, Iterable
 
@@ -169,13 +168,3 @@ class LiteModel:
     def probabilities(self, waveform: np.ndarray) -> np.ndarray:
         self._invoke(waveform)
         return self._interpreter.get_tensor(self._output)[0].copy()
-
-    def latency_ms(self, waveform: np.ndarray, runs: int, warmup: int = 3) -> float:
-        """Mean wall time of one invoke on `waveform` (batch 1), in ms."""
-        self._invoke(waveform)
-        for _ in range(warmup):
-            self._interpreter.invoke()
-        started = time.perf_counter()
-        for _ in range(runs):
-            self._interpreter.invoke()
-        return (time.perf_counter() - started) / runs * 1000.0
