@@ -42,6 +42,12 @@ def _bad(name: str, value: Any, why: str) -> ConfigError:
     return ConfigError(f"--{name}={value}: {why}")
 
 
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Raises `--name=value: must be one of ...` unless value is in choices."""
+    if value not in choices:
+        raise _bad(name, value, f"must be one of {', '.join(choices)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class FrontEndConfig:
     """Log-mel front end (DESIGN.md "Audio front end")."""
@@ -97,8 +103,7 @@ class FrontEndConfig:
             raise _bad("num_frames", self.num_frames, "must be positive")
         if self.trim_db < 0:
             raise _bad("trim_db", self.trim_db, "must be >= 0 (0 disables trimming)")
-        if self.pad_mode not in PAD_MODES:
-            raise _bad("pad_mode", self.pad_mode, f"must be one of {', '.join(PAD_MODES)}")
+        _check_choice("pad_mode", self.pad_mode, PAD_MODES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,9 +353,7 @@ class LossConfig:
         "linear", f"Annealing schedule: {', '.join(ANNEALING_SCHEDULE_NAMES)}.")
 
     def validate(self) -> None:
-        if self.adversarial_loss not in ADVERSARIAL_LOSSES:
-            raise _bad("adversarial_loss", self.adversarial_loss,
-                       f"must be one of {', '.join(ADVERSARIAL_LOSSES)}")
+        _check_choice("adversarial_loss", self.adversarial_loss, ADVERSARIAL_LOSSES)
         for name in ("r1_gamma", "lambda_cls", "lambda_t", "lambda_u",
                      "annealing_epochs"):
             if getattr(self, name) < 0:
@@ -358,16 +361,14 @@ class LossConfig:
         _check_bandwidth("density_bandwidth", self.density_bandwidth)
         if not 0 <= self.min_reliability <= 1:
             raise _bad("min_reliability", self.min_reliability, "must be in [0, 1]")
-        if self.translated_normalizer not in TRANSLATED_NORMALIZERS:
-            raise _bad("translated_normalizer", self.translated_normalizer,
-                       f"must be one of {', '.join(TRANSLATED_NORMALIZERS)}")
+        _check_choice("translated_normalizer", self.translated_normalizer,
+                      TRANSLATED_NORMALIZERS)
         if not self.weight_temperature > 0:
             raise _bad("weight_temperature", self.weight_temperature, "must be > 0")
         if not 0 <= self.tau_min <= 1:
             raise _bad("tau_min", self.tau_min, "must be in [0, 1]")
-        if self.annealing_schedule not in ANNEALING_SCHEDULE_NAMES:
-            raise _bad("annealing_schedule", self.annealing_schedule,
-                       f"must be one of {', '.join(ANNEALING_SCHEDULE_NAMES)}")
+        _check_choice("annealing_schedule", self.annealing_schedule,
+                      ANNEALING_SCHEDULE_NAMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,20 +405,14 @@ class GraphConfig:
         True, "L2-normalise phi embeddings before building the graph.")
 
     def validate(self) -> None:
-        if self.propagation not in PROPAGATIONS:
-            raise _bad("propagation", self.propagation,
-                       f"must be one of {', '.join(PROPAGATIONS)}")
+        _check_choice("propagation", self.propagation, PROPAGATIONS)
         if self.knn_k < 1:
             raise _bad("knn_k", self.knn_k, "must be >= 1")
-        if self.edge_strength not in EDGE_STRENGTHS:
-            raise _bad("edge_strength", self.edge_strength,
-                       f"must be one of {', '.join(EDGE_STRENGTHS)}")
+        _check_choice("edge_strength", self.edge_strength, EDGE_STRENGTHS)
         _check_bandwidth("graph_bandwidth", self.graph_bandwidth)
         if not 0 < self.spreading_alpha < 1:
             raise _bad("spreading_alpha", self.spreading_alpha, "must be in (0, 1)")
-        if self.pseudo_label_selection not in SELECTIONS:
-            raise _bad("pseudo_label_selection", self.pseudo_label_selection,
-                       f"must be one of {', '.join(SELECTIONS)}")
+        _check_choice("pseudo_label_selection", self.pseudo_label_selection, SELECTIONS)
         if not 0 < self.pseudo_label_top_fraction <= 1:
             raise _bad("pseudo_label_top_fraction", self.pseudo_label_top_fraction,
                        "must be in (0, 1]")
@@ -470,9 +465,7 @@ class TrainConfig:
             raise _bad("weight_decay", self.weight_decay, "must be >= 0")
         if not 0 <= self.gan_beta_1 < 1:
             raise _bad("gan_beta_1", self.gan_beta_1, "must be in [0, 1)")
-        if self.strategy not in STRATEGIES:
-            raise _bad("strategy", self.strategy,
-                       f"must be one of {', '.join(STRATEGIES)}")
+        _check_choice("strategy", self.strategy, STRATEGIES)
         if self.jit_compile and self.strategy == "mirrored":
             raise _bad("jit_compile", self.jit_compile,
                        "XLA under --strategy=mirrored fails on CPU logical devices "
@@ -531,12 +524,8 @@ class ExportConfig:
         if unknown or len(set(self.tflite_variants)) != len(self.tflite_variants):
             raise _bad("tflite_variants", self.tflite_variants,
                        f"must be distinct values from {', '.join(TFLITE_VARIANTS)}")
-        if self.int8_frontend not in INT8_FRONTENDS:
-            raise _bad("int8_frontend", self.int8_frontend,
-                       f"must be one of {', '.join(INT8_FRONTENDS)}")
-        if self.int8_weights not in INT8_WEIGHTS:
-            raise _bad("int8_weights", self.int8_weights,
-                       f"must be one of {', '.join(INT8_WEIGHTS)}")
+        _check_choice("int8_frontend", self.int8_frontend, INT8_FRONTENDS)
+        _check_choice("int8_weights", self.int8_weights, INT8_WEIGHTS)
         for name in ("representative_clips", "latency_runs"):
             if getattr(self, name) < 1:
                 raise _bad(name, getattr(self, name), "must be >= 1")
