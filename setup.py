@@ -31,6 +31,8 @@ setuptools.setup(
         "tensorflow-serving-api>=2.21,<2.22",
         # Runs the TFLite models (tf.lite.Interpreter is deprecated).
         "ai-edge-litert>=2.3,<3",
+        # --mode=study: the report's plots.
+        "matplotlib>=3.8,<4",
     ],
     extras_require={
         "test": ["pytest>=8,<10"],

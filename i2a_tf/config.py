@@ -230,7 +230,9 @@ class InputConfig:
     eval_batch_size: int = _field(64, "Batch size for evaluation and embedding.")
     shuffle_buffer: int = _field(2048, "Shuffle buffer (examples) per stream.")
     deterministic: bool = _field(
-        False, "Deterministic input order and augmentation (seeded), at some speed cost.")
+        True, "Same flags, same result: TensorFlow's op determinism and a seeded, "
+        "ordered input pipeline (--nodeterministic is faster; the cost is "
+        "measured in BUILD.md).")
     use_precomputed_logmel: bool = _field(
         False, "Read the precomputed log-mel records (prepare with "
         "--precompute_logmel) instead of raw waveforms.")
@@ -531,6 +533,110 @@ class ExportConfig:
                 raise _bad(name, getattr(self, name), "must be >= 1")
 
 
+STUDY_VARIANTS = ("logreg", "supervised", "pl_label_spreading", "pl_widest_path",
+                  "translation", "translation_density", "full")
+
+
+def _parse_numbers(name: str, values: tuple, kind, lower, upper=None) -> tuple:
+    """Flag list entries as numbers of `kind` in [lower, upper]; a clear error
+    naming the flag otherwise."""
+    parsed = []
+    for value in values:
+        try:
+            number = kind(str(value).strip())
+        except ValueError:
+            raise _bad(name, values, f"'{value}' is not a{'n integer' if kind is int else ' number'}")
+        if number < lower or (upper is not None and number > upper):
+            bound = f"[{lower}, {upper}]" if upper is not None else f">= {lower}"
+            raise _bad(name, values, f"'{value}' must be {bound}")
+        parsed.append(number)
+    if len(set(parsed)) != len(parsed):
+        raise _bad(name, values, "values must be distinct")
+    return tuple(parsed)
+
+
+def parse_variant_definitions(text: str) -> dict[str, tuple[str, ...]]:
+    """`--study_variant_flags`: 'name:--flag --flag=value;name2:...' -> {name:
+    flags}. Names are [a-z0-9_]; every flag starts with '--'."""
+    variants: dict[str, tuple[str, ...]] = {}
+    for entry in (e.strip() for e in text.split(";")):
+        if not entry:
+            continue
+        name, sep, flags = entry.partition(":")
+        name = name.strip()
+        if not sep or not name or not all(c.isalnum() or c == "_" for c in name):
+            raise _bad("study_variant_flags", text,
+                       f"entry '{entry}' is not of the form name:--flag --flag=value")
+        tokens = tuple(flags.split())
+        bad = [t for t in tokens if not t.startswith("--")]
+        if bad:
+            raise _bad("study_variant_flags", text,
+                       f"variant '{name}': '{bad[0]}' is not a --flag")
+        if name in variants:
+            raise _bad("study_variant_flags", text, f"variant '{name}' defined twice")
+        variants[name] = tokens
+    return variants
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """--mode=study: a grid of folds x seeds x label budgets x variants."""
+
+    study_dir: str = _field(
+        "", "Where the study writes its cells, results and report (default "
+        "<workdir>/study).")
+    study_folds: tuple = _field(
+        ("0", "1", "2", "3", "4"), "Test-speaker folds (of --num_folds) of the grid.")
+    study_seeds: tuple = _field(("0", "1", "2"), "Seeds of the grid (labeled subset, "
+                                "initialisation, input order).")
+    study_budgets: tuple = _field(
+        ("0.1",), "Label budgets of the grid: fractions of the training clips "
+        "labeled (--label_fraction), in (0, 1].")
+    study_variants: tuple = _field(
+        STUDY_VARIANTS, "Variants of the grid: built-in ones ("
+        + ", ".join(STUDY_VARIANTS) + ") or names defined by --study_variant_flags. "
+        "'supervised' is the baseline every paired difference is taken against.")
+    study_variant_flags: str = _field(
+        "", "Extra variants: 'name:--flag --flag=value;name2:--flag ...' (a "
+        "built-in name redefines that variant).")
+    study_quick: bool = _field(
+        False, "A quick look: the first fold and seed, budget 0.1, variants "
+        "logreg, supervised and full.")
+    study_report_only: bool = _field(
+        False, "Do not train: rebuild results and report from the finished cells.")
+
+    @property
+    def folds(self) -> tuple[int, ...]:
+        return _parse_numbers("study_folds", self.study_folds, int, 0)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return _parse_numbers("study_seeds", self.study_seeds, int, 0)
+
+    @property
+    def budgets(self) -> tuple[float, ...]:
+        budgets = _parse_numbers("study_budgets", self.study_budgets, float, 0.0, 1.0)
+        if 0.0 in budgets:
+            raise _bad("study_budgets", self.study_budgets, "a budget must be > 0")
+        return budgets
+
+    def validate(self) -> None:
+        for name in ("study_folds", "study_seeds", "study_budgets", "study_variants"):
+            if not getattr(self, name):
+                raise _bad(name, getattr(self, name), "the grid needs at least one value")
+        self.folds, self.seeds, self.budgets  # noqa: B018 (parses and checks)
+        defined = parse_variant_definitions(self.study_variant_flags)
+        known = set(STUDY_VARIANTS) | set(defined)
+        unknown = [v for v in self.study_variants if v not in known]
+        if unknown:
+            raise _bad("study_variants", self.study_variants,
+                       f"unknown variant '{unknown[0]}'; choose from "
+                       f"{', '.join(sorted(known))} or define it with "
+                       "--study_variant_flags")
+        if len(set(self.study_variants)) != len(self.study_variants):
+            raise _bad("study_variants", self.study_variants, "variants must be distinct")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The whole run: where it writes and every sub-config."""
@@ -544,6 +650,7 @@ class Config:
     graph: GraphConfig = dataclasses.field(default_factory=GraphConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
 
     def validate(self) -> "Config":
         if not self.workdir:
@@ -556,6 +663,7 @@ class Config:
         self.graph.validate()
         self.train.validate()
         self.export.validate()
+        self.study.validate()
         return self
 
     @property
@@ -567,6 +675,11 @@ class Config:
     def classifier_path(self) -> str:
         """The trained classifier C (Keras format) that evaluate and export read."""
         return os.path.join(self.workdir, "classifier.keras")
+
+    @property
+    def study_dir(self) -> str:
+        """Where --mode=study writes its cells, results and report."""
+        return self.study.study_dir or os.path.join(self.workdir, "study")
 
     @property
     def metrics_path(self) -> str:
@@ -586,7 +699,7 @@ class Config:
 
 _SUB_CONFIGS = {"data": DataConfig, "frontend": FrontEndConfig, "input": InputConfig,
                 "model": ModelConfig, "loss": LossConfig, "graph": GraphConfig,
-                "train": TrainConfig, "export": ExportConfig}
+                "train": TrainConfig, "export": ExportConfig, "study": StudyConfig}
 
 
 def leaf_fields() -> list[tuple[str | None, dataclasses.Field]]:

@@ -13,6 +13,10 @@ Modes (`--mode` takes one or several, comma-separated, run in this order):
             models under <export_dir>, checked on the test split (export_report.json)
   predict   audio files given after the flags -> one JSON line each on stdout
             (--model: a SavedModel, a TF Serving base folder or a .tflite file)
+  study     a grid of folds x seeds x label budgets x variants (--study_* flags),
+            each cell prepared, trained and scored in its own process ->
+            results.csv, results.md (paired differences to supervised-only),
+            plots, listenable translations and report.html in <study_dir>
 """
 
 from __future__ import annotations
@@ -25,28 +29,30 @@ from absl import app, flags
 
 from i2a_tf import config as config_lib
 
-MODES = ("prepare", "train", "evaluate", "export", "predict")
+MODES = ("prepare", "train", "evaluate", "export", "predict", "study")
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines --mode and one flag per leaf field of the config tree."""
     flags.DEFINE_list("mode", ["prepare"],
                       f"What to run: one or more of {', '.join(MODES)}, "
-                      "comma-separated; they run in that order.")
+                      "comma-separated; they run in that order.",
+                      flag_values=flag_values)
     for _, field in config_lib.leaf_fields():
         default = config_lib.field_default(field)
         help_text = field.metadata["help"]
         if isinstance(default, bool):
-            flags.DEFINE_bool(field.name, default, help_text)
+            define = flags.DEFINE_bool
         elif isinstance(default, int):
-            flags.DEFINE_integer(field.name, default, help_text)
+            define = flags.DEFINE_integer
         elif isinstance(default, float):
-            flags.DEFINE_float(field.name, default, help_text)
+            define = flags.DEFINE_float
         elif isinstance(default, tuple):
-            flags.DEFINE_list(field.name, list(default), help_text)
+            define, default = flags.DEFINE_list, list(default)
         else:
-            flags.DEFINE_string(field.name, default, help_text)
+            define = flags.DEFINE_string
+        define(field.name, default, help_text, flag_values=flag_values)
 
 
 def config_from_flags() -> config_lib.Config:
@@ -60,14 +66,19 @@ def modes_from_flag(values: list[str]) -> list[str]:
     if unknown or not values:
         raise config_lib.ConfigError(
             f"--mode={','.join(values)}: choose one or more of {', '.join(MODES)}")
+    if "study" in values and len(values) > 1:
+        raise config_lib.ConfigError(
+            f"--mode={','.join(values)}: study runs alone (it prepares, trains and "
+            "evaluates every cell itself)")
     return [m for m in MODES if m in values]
 
 
 def run(modes: list[str], config: config_lib.Config, files: list[str] = ()) -> int:
     """Runs the modes in order; returns the number of files predict failed on."""
-    from i2a_tf.training.distribution import configure_devices
+    from i2a_tf.training.distribution import configure_determinism, configure_devices
     # Before any TensorFlow op runs: logical CPU devices can only be set then.
     configure_devices(config.train)
+    configure_determinism(config.input)
     for mode in modes:
         if mode == "prepare":
             from i2a_tf.data.prepare import prepare
@@ -85,6 +96,9 @@ def run(modes: list[str], config: config_lib.Config, files: list[str] = ()) -> i
         elif mode == "predict":
             from i2a_tf.export.predict import predict
             return predict(config, list(files))
+        elif mode == "study":
+            from i2a_tf.study.runner import run_study
+            run_study(config)
     return 0
 
 
@@ -106,10 +120,11 @@ def main(argv: list[str]) -> int:
         # The record of what produced the data and the model; evaluate reads it.
         config_lib.write_config(config, os.path.join(config.workdir, "config.json"))
     from i2a_tf.data.prepare import PrepareError
+    from i2a_tf.study.runner import StudyError
     from i2a_tf.training.trainer import TrainingError
     try:
         failed = run(modes, config, files)
-    except (config_lib.ConfigError, PrepareError, TrainingError) as error:
+    except (config_lib.ConfigError, PrepareError, TrainingError, StudyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, config_lib.ConfigError) else 1
     if failed:

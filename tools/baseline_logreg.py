@@ -1,10 +1,8 @@
 """Reference baseline: logistic regression on log-mel statistics, our front end.
 
-The number every network must beat at the same label budget. Each clip becomes
-the per-band mean and standard deviation of its voiced (silence-trimmed)
-log-mel frames (128 values), computed with the project's own front end; a
-standardised logistic regression is fitted on the labeled training clips and
-scored by UAR on the held-out speakers. Splits come from the project's own
+The number every network must beat at the same label budget: the features and
+the fit are `i2a_tf.study.logreg` (the study's `logreg` variant), computed once
+per clip here and re-split for every fold, seed and budget. Splits come from the project's own
 `split_speakers` / `choose_labeled`, i.e. exactly the test speakers and labeled
 subsets that `prepare --test_fold=F --seed=S --label_fraction=P` writes.
 
@@ -29,30 +27,15 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from i2a_tf.config import DataConfig, FrontEndConfig  # noqa: E402
 from i2a_tf.data import corpora, frontend, splits  # noqa: E402
 from i2a_tf.data.audio_files import AudioReadError, read_waveform  # noqa: E402
 from i2a_tf.data.label_map import LabelMap  # noqa: E402
+from i2a_tf.study.logreg import clip_statistics, fit_predict  # noqa: E402
 
 CLASSES = ("anger", "disgust", "fear", "happiness", "sadness")
-
-
-def clip_statistics(waveform: np.ndarray, config: FrontEndConfig) -> np.ndarray:
-    """[samples] int16 -> [2 * mels + 1]: mean and std of the voiced log-mel
-    frames, and the voiced duration in seconds (trimming removes the silence
-    whose share of the clip otherwise carries the utterance's duration)."""
-    signal = tf.constant(waveform[np.newaxis].astype(np.float32) / 32768.0)
-    logmel = frontend.log_mel(signal, config)
-    count = frontend.num_frames_for([waveform.shape[0]], config)
-    start, end = frontend.voiced_bounds(logmel, count, config.trim_db)
-    voiced = logmel.numpy()[0, int(start[0]):int(end[0]) + 1]
-    duration_s = voiced.shape[0] * config.hop_ms / 1000.0
-    return np.concatenate([voiced.mean(axis=0), voiced.std(axis=0), [duration_s]])
 
 
 def main() -> int:
@@ -85,7 +68,7 @@ def main() -> int:
         except AudioReadError as error:
             print(f"skipped {error}", file=sys.stderr)
             continue
-        features.append(clip_statistics(waveform, config))
+        features.append(clip_statistics(waveform.astype(np.float32) / 32768.0, config))
         labels.append(class_id)
         speakers.append(item.speaker)
         ids.append(item.utterance_id)
@@ -106,10 +89,8 @@ def main() -> int:
                 test = np.flatnonzero(np.isin(speakers, split.test))
                 labeled = train[splits.choose_labeled(labels[train], list(ids[train]),
                                                       fraction, seed)]
-                scaler = StandardScaler().fit(features[labeled])
-                model = LogisticRegression(max_iter=5000).fit(
-                    scaler.transform(features[labeled]), labels[labeled])
-                predicted = model.predict(scaler.transform(features[test]))
+                predicted = fit_predict(features[labeled], labels[labeled],
+                                        features[test])
                 runs.append(balanced_accuracy_score(labels[test], predicted))
         results["uar"][f"{fraction:g}"] = {
             "mean": round(100 * float(np.mean(runs)), 1),

@@ -5,7 +5,16 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from i2a_tf.config import ConfigError, TrainConfig
+from i2a_tf.config import ConfigError, InputConfig, TrainConfig
+
+
+def configure_determinism(inputs: InputConfig) -> None:
+    """Turns on TensorFlow's op determinism when `--deterministic` (the
+    default): with seeded inputs, a run's result is then a function of its
+    flags. It is process-wide and cannot be turned off again, so only the
+    entry point calls it, once, before any op runs."""
+    if inputs.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def configure_devices(train: TrainConfig) -> None:

@@ -17,6 +17,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from i2a_tf.config import Config, ConfigError, check_trained_frontend, config_from_dict
 from i2a_tf.data.dataset_info import DatasetInfo
@@ -73,15 +74,55 @@ def _optional_split(config: Config, data: DatasetInfo, split: str):
     return eval_dataset(config, split, data) if data.num_examples(split) else None
 
 
-def _faces_per_class(config: Config, data: DatasetInfo):
-    """The first face of each class (for the translated-spectrogram images)."""
-    batch = next(iter(face_dataset(data, config, training=False, batch_size=1024)))
+def _faces_per_class(config: Config, data: DatasetInfo, per_class: int = 1):
+    """The first `per_class` faces of each class, class by class: (images
+    `[C * per_class, S, S, 1]`, labels), or None when a class has fewer."""
+    batch = next(iter(face_dataset(data, config, training=False, batch_size=4096)))
     images, labels = batch["image"].numpy(), batch["label"].numpy()
-    chosen = [np.flatnonzero(labels == c)[:1] for c in range(len(data.classes))]
-    if any(len(c) == 0 for c in chosen):
+    chosen = [np.flatnonzero(labels == c)[:per_class] for c in range(len(data.classes))]
+    if any(len(c) < per_class for c in chosen):
         return None
     index = np.concatenate(chosen)
     return images[index], labels[index].astype(np.int32)
+
+
+TRANSLATIONS_PER_CLASS = 4
+
+
+def _write_translations(config: Config, model: Image2Audio, data: DatasetInfo) -> None:
+    """`<workdir>/translations.npz`, to look at and listen to what G learned:
+
+      translated  [C, n, mels, T] float32, G(E(face), c, z) of the first n faces
+                  of each class (z drawn with the run's seed), normalised log-mel
+      real        [C, n, mels, T] float32, centre crops of labeled training
+                  clips of each class (NaN rows where a class has fewer)
+      class_names [C] str; band_mean, band_std [mels] float32 (to undo the
+                  normalisation)
+    """
+    n = TRANSLATIONS_PER_CLASS
+    faces = _faces_per_class(config, data, n)
+    if faces is None:
+        log.info("translations.npz not written: a class has fewer than %d faces", n)
+        return
+    images, labels = faces
+    inputs = [model.face_encoder(images, training=False), tf.constant(labels)]
+    if config.model.noise_dim:
+        inputs.append(tf.random.stateless_normal(
+            [len(labels), config.model.noise_dim], [config.data.seed, 7]))
+    translated = model.generator(inputs, training=False).numpy()
+    num_classes, shape = len(data.classes), translated.shape[1:]
+    real = np.full((num_classes, n, *shape), np.nan, np.float32)
+    filled = np.zeros(num_classes, np.int64)
+    for batch in eval_dataset(config, "train_labeled", data):
+        for logmel, label in zip(batch["logmel"].numpy(), batch["true_label"].numpy()):
+            if filled[label] < n:
+                real[label, filled[label]] = logmel
+                filled[label] += 1
+    np.savez_compressed(
+        os.path.join(config.workdir, "translations.npz"),
+        translated=translated.reshape(num_classes, n, *shape).astype(np.float32),
+        real=real, class_names=np.asarray(data.classes),
+        band_mean=data.statistics.mean, band_std=data.statistics.std)
 
 
 def train(config: Config) -> dict:
@@ -93,7 +134,8 @@ def train(config: Config) -> dict:
                           "train_labeled split is empty")
     if not os.path.isdir(backup_dir(config)):
         # A fresh run (nothing to resume): drop what an earlier run selected.
-        for name in ("best.json", "best.weights.h5", "pseudo_labels.json"):
+        for name in ("best.json", "best.weights.h5", "pseudo_labels.json",
+                     "translations.npz"):
             path = os.path.join(config.workdir, name)
             if os.path.exists(path):
                 os.remove(path)
@@ -164,6 +206,8 @@ def train(config: Config) -> dict:
             log.info("selected the classifier of epoch %d by validation UAR",
                      json.load(f)["epoch"])
     model.classifier.save(config.classifier_path)
+    if config.loss.use_translation:
+        _write_translations(config, model, data)
     shutil.rmtree(backup_dir(config), ignore_errors=True)
     return evaluate(config)
 

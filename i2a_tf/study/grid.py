@@ -1,0 +1,127 @@
+"""The study's grid: named variants (flag sets) and the cells they run in.
+
+A cell is one (fold, seed, budget, variant). Every cell of one (fold, seed,
+budget) reads the same prepared records, so the variants' differences are
+paired: same test speakers, same labeled clips, same initialisation seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from i2a_tf.config import (Config, ConfigError, StudyConfig, config_to_dict,
+                           leaf_fields, parse_variant_definitions)
+
+# None: not a network run (fitted in the study's process).
+BUILTIN_VARIANTS: dict[str, tuple[str, ...] | None] = {
+    "logreg": None,
+    "supervised": ("--nouse_translation", "--nouse_pseudo_labels"),
+    "pl_label_spreading": ("--nouse_translation", "--use_pseudo_labels",
+                           "--propagation=label_spreading"),
+    "pl_widest_path": ("--nouse_translation", "--use_pseudo_labels",
+                       "--propagation=widest_path"),
+    "translation": ("--use_translation", "--nouse_density_weights",
+                    "--nouse_annealing", "--nouse_pseudo_labels"),
+    "translation_density": ("--use_translation", "--use_density_weights",
+                            "--use_annealing", "--nouse_pseudo_labels"),
+    "full": ("--use_translation", "--use_density_weights", "--use_annealing",
+             "--use_pseudo_labels", "--propagation=widest_path"),
+}
+LABELS = {
+    "logreg": "logistic regression on log-mel statistics",
+    "supervised": "supervised only (labeled clips)",
+    "pl_label_spreading": "+ pseudo-labels (label spreading)",
+    "pl_widest_path": "+ pseudo-labels (widest path)",
+    "translation": "+ translated faces (weight 1)",
+    "translation_density": "+ translated faces, density weights, annealing",
+    "full": "full method",
+}
+BASELINE = "supervised"
+QUICK_VARIANTS = ("logreg", "supervised", "full")
+
+# Flags a cell sets itself, or that only change what is printed: they are not
+# part of the study's shared flags (study.json) that a resumed study must match.
+CELL_FLAGS = ("workdir", "test_fold", "seed", "label_fraction", "verbose")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    fold: int
+    seed: int
+    budget: float
+    variant: str
+
+    @property
+    def records_key(self) -> str:
+        """The folder of the prepared records this cell shares with its pairs."""
+        return f"fold{self.fold}_seed{self.seed}_budget{self.budget:g}"
+
+    def describe(self) -> str:
+        return (f"fold {self.fold} seed {self.seed} budget {100 * self.budget:g}% "
+                f"{self.variant}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    folds: tuple[int, ...]
+    seeds: tuple[int, ...]
+    budgets: tuple[float, ...]
+    variants: tuple[str, ...]
+    variant_flags: dict
+
+    def cells(self) -> list[Cell]:
+        """Every cell, grouped by prepared records (fold, seed, budget), the
+        variants of one group in the given order. Seeds outside folds, so a
+        study stopped early has every fold of its first seeds: paired
+        differences over all speakers, not over a few."""
+        return [Cell(f, s, b, v) for b in self.budgets for s in self.seeds
+                for f in self.folds for v in self.variants]
+
+
+def study_grid(config: Config) -> Grid:
+    """The grid `config.study` asks for (`--study_quick` narrows it)."""
+    study: StudyConfig = config.study
+    if config.data.test_speakers:
+        raise ConfigError(
+            f"--test_speakers={','.join(config.data.test_speakers)}: a study picks "
+            "the test speakers by --study_folds; leave --test_speakers empty")
+    folds = study.folds
+    bad = [f for f in folds if f >= config.data.num_folds]
+    if bad:
+        raise ConfigError(f"--study_folds={','.join(study.study_folds)}: fold {bad[0]} "
+                          f"is not < --num_folds={config.data.num_folds}")
+    flags = dict(BUILTIN_VARIANTS)
+    flags.update(parse_variant_definitions(study.study_variant_flags))
+    if study.study_quick:
+        return Grid(folds[:1], study.seeds[:1], (0.1,), QUICK_VARIANTS, flags)
+    return Grid(folds, study.seeds, study.budgets, tuple(study.study_variants), flags)
+
+
+def _flag_text(name: str, value) -> str:
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    if isinstance(value, (tuple, list)):
+        return f"--{name}=" + ",".join(str(v) for v in value)
+    return f"--{name}={value}"
+
+
+def shared_flags(config: Config) -> list[str]:
+    """Every configuration flag of the study's cells except the per-cell ones
+    and the study's own: one `--name=value` per line of the cells' flagfile.
+
+    Corpus folders are made absolute so a cell's flagfile works from anywhere.
+    Op determinism is forced on: without it, paired differences are noise.
+    """
+    tree = config_to_dict(config)
+    values = {}
+    for section, field in leaf_fields():
+        if section == "study" or field.name in CELL_FLAGS:
+            continue
+        value = tree[section][field.name] if section else tree[field.name]
+        if field.name in ("speech_dir", "face_dir") and value:
+            value = os.path.abspath(value)
+        if field.name == "deterministic":
+            value = True
+        values[field.name] = value
+    return [_flag_text(name, values[name]) for name in sorted(values)]

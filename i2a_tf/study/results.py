@@ -1,0 +1,138 @@
+"""The study's outputs from its finished cells: results.csv, results.md, the
+plots, the translations to look at and listen to, and report.html."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from i2a_tf.study import report, statistics
+from i2a_tf.study.grid import LABELS, Cell
+
+REPORT_BUDGET = 0.1  # the curves and translations come from the budget nearest this
+
+
+def _last(logs: dict, key: str) -> float:
+    values = logs.get(key) or []
+    return float(values[-1]) if values else float("nan")
+
+
+def cell_row(study, cell: Cell) -> dict | None:
+    """One results.csv row of a finished cell (None if it has not finished)."""
+    record = study.finished(cell)
+    if record is None:
+        return None
+    workdir = study.cell_dir(cell)
+    with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    logs = _history(workdir).get("logs", {})
+    pseudo = metrics.get("last_pseudo_label_refresh", {})
+    return {"fold": cell.fold, "seed": cell.seed, "budget": cell.budget,
+            "variant": cell.variant, "uar": metrics["uar"], "wa": metrics["wa"],
+            "macro_f1": metrics["macro_f1"],
+            "pseudo_label_accuracy": float(pseudo.get("pseudo_label_accuracy", np.nan)),
+            "pseudo_label_coverage": float(pseudo.get("pseudo_label_coverage", np.nan)),
+            "mean_density_weight": _last(logs, "mean_density_weight"),
+            "translated_accuracy": _last(logs, "translated_accuracy"),
+            "seconds": float(record["seconds"])}
+
+
+def _history(workdir: str) -> dict:
+    path = os.path.join(workdir, "history.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _commit() -> str:
+    """The code's git commit (with '+changes' when the tree is dirty), if known."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def _translation_cell(study, budget: float) -> Cell | None:
+    """The cell whose translations the report shows: the first fold and seed at
+    `budget`, variant `full` if in the grid, else the first translating one."""
+    grid = study.grid
+    translating = [v for v in grid.variants
+                   if "--use_translation" in (grid.variant_flags[v] or ())]
+    if not translating:
+        return None
+    variant = "full" if "full" in translating else translating[0]
+    for fold in grid.folds:
+        for seed in grid.seeds:
+            cell = Cell(fold, seed, budget, variant)
+            if os.path.exists(os.path.join(study.cell_dir(cell), "translations.npz")):
+                return cell
+    return None
+
+
+def write_results(study) -> dict:
+    """Writes every output of the study from the cells finished so far;
+    returns {name: path}."""
+    root, grid = study.root, study.grid
+    cells = grid.cells()
+    rows = [row for row in (cell_row(study, c) for c in cells) if row is not None]
+    out = {name: os.path.join(root, name) for name in (
+        "results.csv", "results.md", "uar_vs_budget.png", "paired_delta.png",
+        "training_curves.png", "report.html", "report.png")}
+    out = {key.replace(".", "_"): value for key, value in out.items()}
+    statistics.write_results_csv(rows, out["results_csv"])
+    header = [f"Command: `python -m i2a_tf.main {' '.join(sys.argv[1:])}`",
+              f"Commit: `{_commit()}`",
+              f"Written: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+              f"Cells finished: {len(rows)} of {len(cells)}"]
+    markdown = statistics.results_markdown(rows, grid.variants, labels=LABELS,
+                                           header_lines=header)
+    with open(out["results_md"], "w", encoding="utf-8") as f:
+        f.write(markdown)
+    images = []
+    if rows:
+        report.plot_uar_vs_budget(rows, out["uar_vs_budget_png"], grid.variants)
+        images.append(("Test UAR against the label budget (mean ± std over folds "
+                       "and seeds)", out["uar_vs_budget_png"]))
+        if any(r["variant"] == "supervised" for r in rows) and len(grid.variants) > 1:
+            report.plot_paired_delta(rows, out["paired_delta_png"], grid.variants)
+            images.append(("Paired difference to supervised-only per fold and seed",
+                           out["paired_delta_png"]))
+    budget = min(grid.budgets, key=lambda b: abs(b - REPORT_BUDGET))
+    histories = {}
+    for cell in cells:
+        if cell.budget == budget and study.finished(cell) is not None:
+            history = _history(study.cell_dir(cell))
+            if history:
+                histories.setdefault(cell.variant, []).append(history)
+    if histories:
+        report.plot_training_curves(histories, out["training_curves_png"])
+        images.append((f"Training curves at budget {100 * budget:g} % (mean over "
+                       "folds and seeds)", out["training_curves_png"]))
+    audio = []
+    source = _translation_cell(study, budget)
+    if source is not None:
+        rendered = report.render_translations(
+            os.path.join(study.cell_dir(source), "translations.npz"), root,
+            study.config.frontend)
+        for entry in rendered:
+            images.append((f"Translated faces, class {entry['class']} (top) beside "
+                           f"real clips (bottom); {source.describe()}", entry["png"]))
+            audio.append((f"{entry['class']}: translations, then a real clip "
+                          "(Griffin-Lim)", entry["wav"]))
+    report.write_report_html(out["report_html"], title="i2a_tf study",
+                             markdown_text=markdown, images=images, audio=audio)
+    if not report.screenshot(out["report_html"], out["report_png"]):
+        out.pop("report_png")
+    return out

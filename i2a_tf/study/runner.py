@@ -1,0 +1,250 @@
+"""`--mode=study`: run the grid, then the paired statistics and the report.
+
+  <study_dir>/
+    study.json            the shared flags and the grid (a resumed study must match)
+    cells.cfg             the cells' flagfile (shared flags, deterministic ops)
+    fold{F}_seed{S}_budget{B}/
+      data/               records prepared once for every variant of this group
+      <variant>/          a training run's workdir (metrics.json, history.json,
+                          train.log, cell.json once finished)
+    results.csv  results.md  *.png  translated_<class>.{png,wav}  report.html
+
+Each network cell runs `python -m i2a_tf.main --flagfile=cells.cfg --mode=train
+...` in a fresh process, so its result is a function of its flags alone (and a
+user can re-run any one cell from the command in its cell.json). A finished
+cell (cell.json with the same command) is never re-run; a killed study re-run
+with the same flags continues where it stopped (an interrupted training resumes
+from its own checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from i2a_tf.config import Config, ConfigError, config_from_dict, config_to_dict
+from i2a_tf.study import grid as grid_lib
+from i2a_tf.study.grid import BASELINE, LABELS, Cell, Grid
+
+log = logging.getLogger("i2a_tf.study")
+
+CELL_JSON = "cell.json"
+
+
+class StudyError(RuntimeError):
+    """A study could not run (e.g. a prepare step failed); names the log."""
+
+
+def _main_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "i2a_tf.main", *args]
+
+
+def _run_logged(command: list[str], log_path: str, show_progress: bool) -> int:
+    """Runs `command`; stderr (its log lines) to `log_path`, stdout there too
+    unless `show_progress` (then to this terminal, for Keras' progress bar)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        result = subprocess.run(command, stdout=None if show_progress else log_file,
+                                stderr=log_file, env=env)
+    return result.returncode
+
+
+class Study:
+    """The cells of one study directory and how to run them."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.grid: Grid = grid_lib.study_grid(config)
+        self.root = config.study_dir
+        self.shared = grid_lib.shared_flags(config)
+        self.flagfile = os.path.join(self.root, "cells.cfg")
+        self.on_terminal = sys.stdout.isatty()
+
+    # -- Layout -----------------------------------------------------------------
+
+    def group_dir(self, cell: Cell) -> str:
+        return os.path.join(self.root, cell.records_key)
+
+    def cell_dir(self, cell: Cell) -> str:
+        return os.path.join(self.group_dir(cell), cell.variant)
+
+    def cell_flags(self, cell: Cell) -> list[str]:
+        """The flags that make `cell` out of the shared flagfile."""
+        return [f"--test_fold={cell.fold}", f"--seed={cell.seed}",
+                f"--label_fraction={cell.budget:g}"]
+
+    def train_command(self, cell: Cell) -> list[str]:
+        verbose = 1 if self.on_terminal else 2
+        return _main_command(
+            f"--flagfile={os.path.abspath(self.flagfile)}", "--mode=train",
+            f"--workdir={os.path.abspath(self.cell_dir(cell))}", *self.cell_flags(cell),
+            f"--verbose={verbose}", *self.grid.variant_flags[cell.variant])
+
+    def finished(self, cell: Cell) -> dict | None:
+        """cell.json of a finished cell, or None."""
+        path = os.path.join(self.cell_dir(cell), CELL_JSON)
+        if not os.path.exists(path) or not os.path.exists(
+                os.path.join(self.cell_dir(cell), "metrics.json")):
+            return None
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        return record if record.get("flags") == self._recorded_flags(cell) else None
+
+    def _recorded_flags(self, cell: Cell) -> list[str]:
+        flags = self.grid.variant_flags[cell.variant]
+        return [*self.cell_flags(cell), *(flags if flags is not None else ["logreg"])]
+
+    # -- Set-up -----------------------------------------------------------------
+
+    def check_and_record(self) -> None:
+        """Writes study.json and cells.cfg; a study directory that holds cells
+        run with other shared flags is an error naming them."""
+        os.makedirs(self.root, exist_ok=True)
+        path = os.path.join(self.root, "study.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                before = json.load(f).get("shared_flags", [])
+            if before != self.shared:
+                changed = sorted(set(self.shared).symmetric_difference(before))
+                raise ConfigError(
+                    f"--study_dir={self.root}: its cells were run with other flags "
+                    f"({', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}); "
+                    "use those flags, or another --study_dir")
+        grid = self.grid
+        record = {"shared_flags": self.shared,
+                  "grid": {"folds": grid.folds, "seeds": grid.seeds,
+                           "budgets": grid.budgets, "variants": grid.variants,
+                           "variant_flags": {v: grid.variant_flags[v]
+                                             for v in grid.variants}}}
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+        with open(self.flagfile, "w", encoding="utf-8") as f:
+            f.write("# The shared flags of this study's cells (written by --mode=study).\n")
+            f.write("\n".join(self.shared) + "\n")
+
+    def prepare(self, cell: Cell) -> None:
+        """Prepares the records of `cell`'s group once."""
+        group = self.group_dir(cell)
+        if os.path.exists(os.path.join(group, "data", "dataset.json")):
+            return
+        os.makedirs(group, exist_ok=True)
+        log_path = os.path.join(group, "prepare.log")
+        code = _run_logged(_main_command(
+            f"--flagfile={os.path.abspath(self.flagfile)}", "--mode=prepare",
+            f"--workdir={os.path.abspath(group)}", *self.cell_flags(cell)),
+            log_path, show_progress=False)
+        if code:
+            raise StudyError(f"prepare of {cell.records_key} failed (exit {code}); "
+                             f"see {log_path}")
+
+    # -- Cells ------------------------------------------------------------------
+
+    def run_cell(self, cell: Cell) -> dict:
+        """Runs one cell; returns its cell.json record (with `returncode`)."""
+        workdir = self.cell_dir(cell)
+        os.makedirs(workdir, exist_ok=True)
+        started = time.time()
+        if self.grid.variant_flags[cell.variant] is None:
+            code = self._run_logreg(cell)
+        else:
+            link = os.path.join(workdir, "data")
+            if not os.path.exists(link):
+                os.symlink(os.path.join("..", "data"), link)
+            code = _run_logged(self.train_command(cell),
+                               os.path.join(workdir, "train.log"), self.on_terminal)
+        record = {"fold": cell.fold, "seed": cell.seed, "budget": cell.budget,
+                  "variant": cell.variant, "flags": self._recorded_flags(cell),
+                  "command": (self.train_command(cell)[1:]
+                              if self.grid.variant_flags[cell.variant] is not None
+                              else None),
+                  "seconds": time.time() - started, "returncode": code}
+        if code == 0:
+            with open(os.path.join(workdir, CELL_JSON), "w", encoding="utf-8") as f:
+                json.dump(record, f, indent=1)
+        return record
+
+    def _run_logreg(self, cell: Cell) -> int:
+        from i2a_tf.study.logreg import logreg_metrics
+        tree = config_to_dict(self.config)
+        tree["workdir"] = self.group_dir(cell)
+        tree["data"].update(test_fold=cell.fold, seed=cell.seed, label_fraction=cell.budget)
+        metrics = logreg_metrics(config_from_dict(tree))
+        metrics["split"] = "test"
+        with open(os.path.join(self.cell_dir(cell), "metrics.json"), "w",
+                  encoding="utf-8") as f:
+            json.dump(metrics, f, indent=2, allow_nan=True)
+        return 0
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _estimate_left(pending: list[Cell], seconds_by_variant: dict[str, list[float]]) -> str:
+    known = [s for values in seconds_by_variant.values() for s in values]
+    if not pending:
+        return "0:00:00"
+    if not known:
+        return "?"
+    overall = float(np.mean(known))
+    return _clock(sum(np.mean(seconds_by_variant[c.variant])
+                      if seconds_by_variant.get(c.variant) else overall for c in pending))
+
+
+def run_study(config: Config) -> dict:
+    """Runs every unfinished cell of the grid, then writes the results and the
+    report; returns {output name: path}. Raises StudyError naming the logs of
+    the cells that failed (after writing the results of the others)."""
+    study = Study(config)
+    study.check_and_record()
+    cells = study.grid.cells()
+    done = {c: study.finished(c) for c in cells}
+    pending = [c for c in cells if done[c] is None]
+    seconds_by_variant: dict[str, list[float]] = {}
+    for cell, record in done.items():
+        if record is not None:
+            seconds_by_variant.setdefault(cell.variant, []).append(record["seconds"])
+    total = len(cells)
+    print(f"study {study.root}: {total} cells ({len(study.grid.folds)} folds x "
+          f"{len(study.grid.seeds)} seeds x {len(study.grid.budgets)} budgets x "
+          f"{len(study.grid.variants)} variants), {total - len(pending)} already "
+          "finished", flush=True)
+    failed: list[tuple[Cell, str]] = []
+    started = time.time()
+    if not config.study.study_report_only:
+        for position, cell in enumerate(pending):
+            study.prepare(cell)
+            record = study.run_cell(cell)
+            finished = total - len(pending) + position + 1
+            if record["returncode"]:
+                where = os.path.join(study.cell_dir(cell), "train.log")
+                failed.append((cell, where))
+                outcome = f"FAILED (exit {record['returncode']}, see {where})"
+            else:
+                seconds_by_variant.setdefault(cell.variant, []).append(record["seconds"])
+                with open(os.path.join(study.cell_dir(cell), "metrics.json"),
+                          encoding="utf-8") as f:
+                    outcome = f"UAR {100 * json.load(f)['uar']:5.1f}"
+            print(f"[{finished:>{len(str(total))}}/{total}] {cell.describe():48s} "
+                  f"{outcome}  ({record['seconds']:.0f} s)  elapsed "
+                  f"{_clock(time.time() - started)}, left ~"
+                  f"{_estimate_left(pending[position + 1:], seconds_by_variant)}",
+                  flush=True)
+    from i2a_tf.study.results import write_results
+    outputs = write_results(study)
+    print(f"results: {outputs['results_md']}; report: {outputs['report_html']}",
+          flush=True)
+    if failed:
+        raise StudyError(f"{len(failed)} of {total} cells failed: " + "; ".join(
+            f"{cell.describe()} (see {where})" for cell, where in failed))
+    return outputs
+
+
+__all__ = ["BASELINE", "LABELS", "Study", "StudyError", "run_study"]

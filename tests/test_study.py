@@ -1,0 +1,174 @@
+"""--mode=study on a tiny generated corpus: outputs, resume, determinism, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, TINY_TRAIN, run_main
+
+from i2a_tf import config as config_lib
+from i2a_tf.study import grid as grid_lib
+
+STUDY = ("--mode=study", "--speech_corpus=synthetic", "--face_corpus=synthetic",
+         *TINY_TRAIN, "--epochs=2", "--warmup_epochs=1", "--steps_per_epoch=2",
+         "--pseudo_label_every=1", "--num_folds=2", "--study_folds=0",
+         "--study_seeds=0", "--study_budgets=0.5",
+         "--study_variants=logreg,supervised,full")
+CELLS = ("logreg", "supervised", "full")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One finished tiny study: (workdir, study dir, stdout of the run)."""
+    workdir = str(tmp_path_factory.mktemp("study"))
+    result = run_main(*STUDY, f"--workdir={workdir}", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, os.path.join(workdir, "study"), result.stdout
+
+
+def _cell(root: str, variant: str) -> str:
+    return os.path.join(root, "fold0_seed0_budget0.5", variant)
+
+
+def test_every_output_exists_and_parses(study):
+    _, root, stdout = study
+    assert "3 cells" in stdout and "[3/3]" in stdout, stdout
+    with open(os.path.join(root, "results.csv"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["variant"] for r in rows) == sorted(CELLS)
+    for row in rows:
+        assert 0.0 <= float(row["uar"]) <= 1.0
+        with open(os.path.join(_cell(root, row["variant"]), "metrics.json"),
+                  encoding="utf-8") as f:
+            assert float(row["uar"]) == json.load(f)["uar"]
+    full = next(r for r in rows if r["variant"] == "full")
+    assert float(full["mean_density_weight"]) >= 0.0  # the full run's own figures
+    markdown = open(os.path.join(root, "results.md"), encoding="utf-8").read()
+    assert markdown.index("supervised") < markdown.index("logistic regression")
+    for name in ("uar_vs_budget.png", "paired_delta.png", "training_curves.png"):
+        with open(os.path.join(root, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+    for name in config_lib.DataConfig().classes:
+        assert os.path.getsize(os.path.join(root, f"translated_{name}.png")) > 0
+        assert os.path.getsize(os.path.join(root, f"translated_{name}.wav")) > 0
+    html = open(os.path.join(root, "report.html"), encoding="utf-8").read()
+    assert "data:image/png;base64," in html and "<audio" in html
+    record = json.load(open(os.path.join(_cell(root, "full"), "cell.json")))
+    assert "--use_translation" in record["command"]
+    assert "--deterministic" in open(os.path.join(root, "cells.cfg")).read().split()
+
+
+def test_rerun_skips_finished_cells_and_a_lost_cell_runs_again(study):
+    workdir, root, _ = study
+    stamp = os.path.getmtime(os.path.join(_cell(root, "full"), "metrics.json"))
+    os.remove(os.path.join(_cell(root, "supervised"), "cell.json"))
+    result = run_main(*STUDY, f"--workdir={workdir}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 already finished" in result.stdout
+    assert "[3/3] fold 0 seed 0 budget 50% supervised" in result.stdout
+    assert "full " not in result.stdout.split("already finished")[1].split("results:")[0]
+    assert os.path.getmtime(os.path.join(_cell(root, "full"), "metrics.json")) == stamp
+
+
+def test_a_cell_rerun_in_a_fresh_process_gives_the_same_numbers(study, tmp_path):
+    _, root, _ = study
+    cell = _cell(root, "full")
+    command = json.load(open(os.path.join(cell, "cell.json")))["command"]
+    again = str(tmp_path / "again")
+    os.makedirs(again)
+    os.symlink(os.path.join(root, "fold0_seed0_budget0.5", "data"),
+               os.path.join(again, "data"))
+    command = [c if not c.startswith("--workdir=") else f"--workdir={again}"
+               for c in command]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
+    result = subprocess.run([sys.executable, *command], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = json.load(open(os.path.join(cell, "metrics.json")))
+    second = json.load(open(os.path.join(again, "metrics.json")))
+    assert second["uar"] == first["uar"]
+    assert second["confusion_matrix"] == first["confusion_matrix"]
+    history = [json.load(open(os.path.join(d, "history.json")))["logs"]
+               for d in (cell, again)]
+    assert history[0] == history[1]
+
+
+def test_changed_shared_flags_are_refused(study):
+    workdir, _, _ = study
+    result = run_main(*STUDY, f"--workdir={workdir}", "--lambda_t=0.5", timeout=300)
+    assert result.returncode == 2
+    assert "its cells were run with other flags" in result.stderr
+    assert "--lambda_t" in result.stderr
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"study_variants": ["supervised", "nope"]},
+     "--study_variants=supervised,nope: unknown variant 'nope'"),
+    ({"study_folds": []}, "--study_folds=: the grid needs at least one value"),
+    ({"study_seeds": ["x"]}, "--study_seeds=x: 'x' is not an integer"),
+    ({"study_budgets": ["0"]}, "--study_budgets=0: a budget must be > 0"),
+    ({"study_budgets": ["1.5"]}, "--study_budgets=1.5: '1.5' must be [0.0, 1.0]"),
+    ({"study_variants": ["full", "full"]}, "variants must be distinct"),
+    ({"study_variant_flags": "mine"}, "entry 'mine' is not of the form name:--flag"),
+    ({"study_variant_flags": "mine:lambda_t=2"}, "'lambda_t=2' is not a --flag"),
+])
+def test_bad_study_flags_name_the_flag(values, message):
+    with pytest.raises(config_lib.ConfigError) as error:
+        config_lib.config_from_flat(values)
+    assert message in str(error.value)
+
+
+def test_grid_errors_and_custom_variants(tmp_path):
+    config = config_lib.config_from_flat({
+        "workdir": str(tmp_path), "study_folds": ["0", "7"]})
+    with pytest.raises(config_lib.ConfigError, match="fold 7 is not < --num_folds=5"):
+        grid_lib.study_grid(config)
+    config = config_lib.config_from_flat({
+        "workdir": str(tmp_path), "test_speakers": ["03"]})
+    with pytest.raises(config_lib.ConfigError, match="leave --test_speakers empty"):
+        grid_lib.study_grid(config)
+    config = config_lib.config_from_flat({
+        "workdir": str(tmp_path), "study_variants": ["supervised", "half_t"],
+        "study_variant_flags": "half_t:--lambda_t=0.5 --nouse_pseudo_labels"})
+    grid = grid_lib.study_grid(config)
+    assert grid.variant_flags["half_t"] == ("--lambda_t=0.5", "--nouse_pseudo_labels")
+    assert len(grid.cells()) == 5 * 3 * 2
+    quick = grid_lib.study_grid(config_lib.config_from_flat(
+        {"workdir": str(tmp_path), "study_quick": True}))
+    assert [c.variant for c in quick.cells()] == ["logreg", "supervised", "full"]
+    assert {(c.fold, c.seed, c.budget) for c in quick.cells()} == {(0, 0, 0.1)}
+
+
+def test_shared_flags_round_trip_through_main_flag_parsing(tmp_path):
+    """cells.cfg holds every shared flag, and main parses it back to the same
+    configuration (bools as --name/--noname, lists comma-joined)."""
+    config = config_lib.config_from_flat({
+        "workdir": str(tmp_path), "classes": ["anger", "fear"], "lambda_t": 0.25,
+        "use_annealing": False, "label_map": []})
+    lines = grid_lib.shared_flags(config)
+    assert "--nouse_annealing" in lines and "--classes=anger,fear" in lines
+    assert "--deterministic" in lines
+    assert not any(line.startswith(("--study_", "--workdir=", "--seed="))
+                   for line in lines)
+    path = tmp_path / "cells.cfg"
+    path.write_text("\n".join(lines) + "\n")
+    from absl import flags as absl_flags
+    from i2a_tf import main as main_lib
+    values = absl_flags.FlagValues()
+    main_lib.define_flags(values)
+    values(["main", f"--flagfile={path}"])
+    tree = config_lib.config_to_dict(config)
+    flat = {f.name: (tree[s][f.name] if s else tree[f.name])
+            for s, f in config_lib.leaf_fields()}
+    for line in lines:
+        name = line[2:].split("=")[0]
+        name = name[2:] if name not in flat and name.startswith("no") else name
+        parsed = values[name].value
+        expected = True if name == "deterministic" else flat[name]
+        assert (tuple(parsed) if isinstance(parsed, list) else parsed) == expected, name
