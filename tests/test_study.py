@@ -17,7 +17,9 @@ from i2a_tf.study import grid as grid_lib
 
 STUDY = ("--mode=study", "--speech_corpus=synthetic", "--face_corpus=synthetic",
          *TINY_TRAIN, "--epochs=2", "--warmup_epochs=1", "--steps_per_epoch=2",
-         "--pseudo_label_every=1", "--num_folds=2", "--study_folds=0",
+         "--pseudo_label_every=1", "--num_folds=2",
+         # 6 faces a class: translations.npz needs 4 of each.
+         "--synthetic_images_per_class=2", "--study_folds=0",
          "--study_seeds=0", "--study_budgets=0.5",
          "--study_variants=logreg,supervised,full")
 CELLS = ("logreg", "supervised", "full")

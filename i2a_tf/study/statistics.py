@@ -1,0 +1,248 @@
+"""The study's numbers: results.csv and the tables of results.md.
+
+A cell is one (fold, seed, budget, variant). The question a study answers is
+whether a variant beats `supervised` trained on exactly the same records, so
+the headline is the *paired* difference: for each (fold, seed, budget) that has
+both, Δ = UAR(variant) - UAR(supervised). Folds move UAR by ~25 points and
+seeds by ~10, so the unpaired means of two variants say little; the paired
+differences remove what the two runs share.
+
+  - mean ± std: over the cells of one (budget, variant), std with ddof=1;
+  - 95 % interval of the mean Δ: percentile bootstrap over the pairs (10,000
+    resamples with replacement, seeded, so the table is reproducible);
+  - wins / ties / losses: pairs with Δ above +TIE_POINTS, within ±TIE_POINTS,
+    below -TIE_POINTS (UAR points).
+
+UARs are fractions in the rows and CSV, points (x 100) in the tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+RESULT_COLUMNS = ("fold", "seed", "budget", "variant", "uar", "wa", "macro_f1",
+                  "pseudo_label_accuracy", "pseudo_label_coverage",
+                  "mean_density_weight", "translated_accuracy", "seconds")
+BASELINE = "supervised"
+TIE_POINTS = 0.5
+BOOTSTRAP_RESAMPLES = 10_000
+CONFIDENCE = 0.95
+
+
+def write_results_csv(rows: Sequence[dict], path: str) -> None:
+    """One line per finished cell, columns RESULT_COLUMNS; NaN as empty."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: _csv_value(row.get(key)) for key in RESULT_COLUMNS})
+
+
+def _csv_value(value):
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+def read_results_csv(path: str) -> list[dict]:
+    """The rows `write_results_csv` wrote (numbers back as int/float, empty as NaN)."""
+    integers = {"fold", "seed"}
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = []
+        for raw in csv.DictReader(f):
+            row = {}
+            for key, value in raw.items():
+                if key == "variant":
+                    row[key] = value
+                elif key in integers:
+                    row[key] = int(value)
+                else:
+                    row[key] = float(value) if value != "" else float("nan")
+            rows.append(row)
+    return rows
+
+
+def paired_differences(rows: Iterable[dict], variant: str, budget: float,
+                       baseline: str = BASELINE, metric: str = "uar"
+                       ) -> list[tuple[int, int, float]]:
+    """[(fold, seed, metric(variant) - metric(baseline))] at `budget`, for every
+    (fold, seed) where both cells finished, sorted by (fold, seed)."""
+    by_key: dict[tuple[int, int], dict[str, float]] = {}
+    for row in rows:
+        if row["budget"] == budget and row["variant"] in (variant, baseline):
+            by_key.setdefault((row["fold"], row["seed"]), {})[row["variant"]] = row[metric]
+    return [(fold, seed, values[variant] - values[baseline])
+            for (fold, seed), values in sorted(by_key.items())
+            if variant in values and baseline in values]
+
+
+def bootstrap_interval(values: Sequence[float], confidence: float = CONFIDENCE,
+                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+                       ) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values`.
+
+    Draws `resamples` samples of len(values) with replacement (NumPy's
+    Generator seeded with `seed`) and returns the (1-c)/2 and (1+c)/2
+    quantiles of their means. One value gives (v, v); none gives (nan, nan).
+    With few pairs the interval is narrow for what it is (the bootstrap cannot
+    see beyond the values it has): with 2 values it is at most [min, max].
+    """
+    values = np.asarray(values, np.float64)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if values.size == 0:
+        return float("nan"), float("nan")
+    if values.size == 1:
+        return float(values[0]), float(values[0])
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, values.size, size=(resamples, values.size))
+    means = values[picks].mean(axis=1)
+    low, high = np.quantile(means, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    return float(low), float(high)
+
+
+def wins_ties_losses(deltas: Sequence[float], tie_points: float = TIE_POINTS
+                     ) -> tuple[int, int, int]:
+    """Counts of Δ > +tie, |Δ| <= tie, Δ < -tie; Δ are UAR fractions, the tie
+    band is in points."""
+    deltas = 100.0 * np.asarray(deltas, np.float64)
+    wins = int(np.sum(deltas > tie_points))
+    losses = int(np.sum(deltas < -tie_points))
+    return wins, len(deltas) - wins - losses, losses
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = np.asarray([v for v in values if not math.isnan(v)], np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    std = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+    return float(values.mean()), std
+
+
+def table_order(variants: Sequence[str]) -> list[str]:
+    """supervised first, logreg second, the rest in the order given."""
+    first = [v for v in (BASELINE, "logreg") if v in variants]
+    return first + [v for v in variants if v not in first]
+
+
+def summary(rows: Sequence[dict], variants: Sequence[str]) -> list[dict]:
+    """Per budget (ascending) and variant (`table_order`): n, means, and the
+    paired comparison with supervised (absent for supervised itself)."""
+    out = []
+    budgets = sorted({row["budget"] for row in rows})
+    for budget in budgets:
+        for variant in table_order(variants):
+            cells = [r for r in rows if r["budget"] == budget and r["variant"] == variant]
+            if not cells:
+                continue
+            entry = {"budget": budget, "variant": variant, "n": len(cells)}
+            for key in ("uar", "wa", "macro_f1", "pseudo_label_accuracy",
+                        "pseudo_label_coverage", "mean_density_weight",
+                        "translated_accuracy", "seconds"):
+                entry[key], entry[key + "_std"] = _mean_std([r[key] for r in cells])
+            if variant != BASELINE:
+                pairs = paired_differences(rows, variant, budget)
+                deltas = [d for _, _, d in pairs]
+                entry["pairs"] = len(deltas)
+                entry["delta"] = float(np.mean(deltas)) if deltas else float("nan")
+                entry["delta_low"], entry["delta_high"] = bootstrap_interval(deltas)
+                entry["wins"], entry["ties"], entry["losses"] = wins_ties_losses(deltas)
+            out.append(entry)
+    return out
+
+
+def verdict(entry: dict) -> str:
+    """What the paired interval says about a variant against supervised."""
+    if entry.get("pairs", 0) < 2:
+        return "too few pairs to say"
+    if entry["delta_low"] > 0:
+        return "better than supervised (interval above 0)"
+    if entry["delta_high"] < 0:
+        return "worse than supervised (interval below 0)"
+    return "no difference resolved (interval spans 0)"
+
+
+def _points(value: float, digits: int = 1) -> str:
+    return "–" if math.isnan(value) else f"{100.0 * value:.{digits}f}"
+
+
+def _plain(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2g}"
+
+
+def results_markdown(rows: Sequence[dict], variants: Sequence[str],
+                     labels: dict[str, str] | None = None,
+                     header_lines: Sequence[str] = ()) -> str:
+    """results.md: per budget, one row per variant (supervised first, logreg
+    second): UAR mean ± std, the paired Δ to supervised with its 95 %
+    bootstrap interval and W/T/L, then WA, macro-F1 and the diagnostics; then
+    each variant's Δ per (fold, seed)."""
+    labels = labels or {}
+    lines = ["# Study results", ""]
+    lines += [f"{line}  " for line in header_lines]
+    lines += ["", f"UAR, WA and macro-F1 in points (mean ± std over folds × seeds). "
+              f"Δ: paired difference to supervised-only on the same (fold, seed, "
+              f"budget), mean and {int(100 * CONFIDENCE)} % percentile-bootstrap "
+              f"interval ({BOOTSTRAP_RESAMPLES:,} resamples); W/T/L: pairs above, "
+              f"within, below ±{TIE_POINTS:g} points. PL: pseudo-label accuracy "
+              "and coverage of the unlabeled clips at the last refresh; w̄: mean "
+              "density weight of the translated samples and translated accuracy "
+              "(C on G's output), both from the last epoch.", ""]
+    if not rows:
+        return "\n".join(lines + ["No cell has finished yet.", ""])
+    entries = summary(rows, variants)
+    for budget in sorted({e["budget"] for e in entries}):
+        lines += [f"## Budget {100 * budget:g} % labeled", "",
+                  "| variant | n | UAR | Δ vs supervised [95 % CI] | W/T/L | WA | "
+                  "macro-F1 | PL acc | PL cov | w̄ | transl. acc | s / cell |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        notes = []
+        for e in (e for e in entries if e["budget"] == budget):
+            name = labels.get(e["variant"], e["variant"])
+            if e["variant"] == BASELINE:
+                delta, wtl = "(reference)", ""
+            else:
+                delta = (f"{100 * e['delta']:+.1f} [{100 * e['delta_low']:+.1f}, "
+                         f"{100 * e['delta_high']:+.1f}]")
+                wtl = f"{e['wins']}/{e['ties']}/{e['losses']}"
+                notes.append(f"- **{name}**: {delta} points over {e['pairs']} pairs: "
+                             f"{verdict(e)}.")
+            lines.append(
+                f"| {name} | {e['n']} | {_points(e['uar'])} ± {_points(e['uar_std'])} | "
+                f"{delta} | {wtl} | {_points(e['wa'])} | {_points(e['macro_f1'])} | "
+                f"{_points(e['pseudo_label_accuracy'], 0)} | "
+                f"{_points(e['pseudo_label_coverage'], 0)} | "
+                f"{_plain(e['mean_density_weight'])} | "
+                f"{_points(e['translated_accuracy'], 0)} | {e['seconds']:.0f} |")
+        lines += [""] + notes + [""]
+        lines += _per_pair_table(rows, variants, budget, labels)
+    return "\n".join(lines)
+
+
+def _per_pair_table(rows, variants, budget, labels) -> list[str]:
+    """UAR of supervised and Δ of every other variant per (fold, seed)."""
+    order = table_order(variants)
+    if BASELINE not in order:
+        return []
+    others = [v for v in order if v != BASELINE]
+    uar = {(r["fold"], r["seed"], r["variant"]): r["uar"] for r in rows
+           if r["budget"] == budget}
+    keys = sorted({(f, s) for f, s, v in uar if v == BASELINE})
+    lines = [f"### Per fold and seed (budget {100 * budget:g} %): supervised UAR, "
+             "the others as Δ", "",
+             "| fold | seed | " + " | ".join(labels.get(v, v) for v in order) + " |",
+             "|---|---|" + "---|" * len(order)]
+    for fold, seed in keys:
+        base = uar[(fold, seed, BASELINE)]
+        cells = [_points(base)]
+        for v in others:
+            value = uar.get((fold, seed, v))
+            cells.append("–" if value is None else f"{100 * (value - base):+.1f}")
+        lines.append(f"| {fold} | {seed} | " + " | ".join(cells) + " |")
+    return lines + [""]

@@ -1,0 +1,156 @@
+"""The study's paired statistics against hand-computed examples, and the
+report's page and plots on a tiny made-up table (no training)."""
+
+import itertools
+import math
+import os
+
+import numpy as np
+import pytest
+
+from i2a_tf.study import report, statistics
+
+NAN = float("nan")
+
+
+def _row(fold, seed, variant, uar, budget=0.1, **extra):
+    row = {"fold": fold, "seed": seed, "budget": budget, "variant": variant,
+           "uar": uar, "wa": uar + 0.01, "macro_f1": uar - 0.01,
+           "pseudo_label_accuracy": NAN, "pseudo_label_coverage": NAN,
+           "mean_density_weight": NAN, "translated_accuracy": NAN, "seconds": 10.0}
+    row.update(extra)
+    return row
+
+
+# supervised 0.50 / 0.40, full 0.56 / 0.38 (Δ +6 and -2 points), logreg 0.45 twice.
+ROWS = [_row(0, 0, "supervised", 0.50), _row(1, 0, "supervised", 0.40),
+        _row(0, 0, "full", 0.56, pseudo_label_accuracy=0.6, pseudo_label_coverage=0.2,
+             mean_density_weight=0.25, translated_accuracy=0.3),
+        _row(1, 0, "full", 0.38, pseudo_label_accuracy=0.4, pseudo_label_coverage=0.4,
+             mean_density_weight=0.75, translated_accuracy=0.5),
+        _row(0, 0, "logreg", 0.45), _row(1, 0, "logreg", 0.45)]
+
+
+def test_paired_differences_pair_by_fold_and_seed_only():
+    rows = ROWS + [_row(2, 0, "full", 0.9),  # no supervised partner: left out
+                   _row(0, 0, "supervised", 0.1, budget=0.2)]  # other budget
+    pairs = statistics.paired_differences(rows, "full", 0.1)
+    assert [(f, s) for f, s, _ in pairs] == [(0, 0), (1, 0)]
+    np.testing.assert_allclose([d for _, _, d in pairs], [0.06, -0.02])
+
+
+def test_bootstrap_of_two_values_is_their_range():
+    # Resampled means of (+6, -2): -2 (1/4), +2 (1/2), +6 (1/4): the 2.5 % and
+    # 97.5 % quantiles are the extremes.
+    low, high = statistics.bootstrap_interval([0.06, -0.02])
+    assert (low, high) == pytest.approx((-0.02, 0.06))
+    assert statistics.bootstrap_interval([0.3]) == (0.3, 0.3)
+    assert all(math.isnan(v) for v in statistics.bootstrap_interval([]))
+    with pytest.raises(ValueError, match="confidence"):
+        statistics.bootstrap_interval([1.0, 2.0], confidence=1.5)
+
+
+def test_bootstrap_matches_the_exact_resampling_distribution():
+    values = np.array([0.0, 1.0, 2.0, 10.0])
+    means = np.array([np.mean(values[list(p)])  # all 256 equally likely resamples
+                      for p in itertools.product(range(4), repeat=4)])
+    exact = np.quantile(means, [0.025, 0.975], method="inverted_cdf")
+    assert statistics.bootstrap_interval(values, resamples=40_000) == \
+        pytest.approx(tuple(exact), abs=0.26)  # the means lie on a 0.25 grid
+    assert statistics.bootstrap_interval(values) == statistics.bootstrap_interval(values)
+
+
+def test_wins_ties_losses_use_a_half_point_band():
+    assert statistics.wins_ties_losses([0.06, -0.02, 0.004, -0.005, 0.0051]) == (2, 2, 1)
+
+
+def test_summary_and_markdown_hand_computed():
+    entries = {e["variant"]: e for e in statistics.summary(ROWS, ["full", "logreg", "supervised"])}
+    assert entries["supervised"]["uar"] == pytest.approx(0.45)
+    assert entries["supervised"]["uar_std"] == pytest.approx(math.sqrt(0.005))  # ddof=1
+    assert "delta" not in entries["supervised"]
+    full = entries["full"]
+    assert (full["delta"], full["delta_low"], full["delta_high"]) == \
+        pytest.approx((0.02, -0.02, 0.06))
+    assert (full["wins"], full["ties"], full["losses"]) == (1, 0, 1)
+    assert full["mean_density_weight"] == pytest.approx(0.5)
+    assert statistics.verdict(full) == "no difference resolved (interval spans 0)"
+    assert statistics.verdict({**full, "delta_low": 0.01}).startswith("better")
+    assert statistics.verdict({**full, "delta_high": -0.01}).startswith("worse")
+
+    text = statistics.results_markdown(ROWS, ["full", "logreg", "supervised"],
+                                       labels={"full": "full method"},
+                                       header_lines=["Command: `x`"])
+    table = [line for line in text.splitlines() if line.startswith("| ")
+             and not line.startswith("| variant") and not line.startswith("| fold")]
+    assert table[0].startswith("| supervised | 2 | 45.0 ± 7.1 | (reference)")
+    assert table[1].startswith("| logreg | 2 | 45.0 ± 0.0 | +0.0 [-5.0, +5.0] | 1/0/1")
+    assert table[2].startswith("| full method | 2 | 47.0 ± 12.7 | +2.0 [-2.0, +6.0] | 1/0/1")
+    assert "| 0 | 0 | 50.0 | -5.0 | +6.0 |" in text  # per-pair: logreg, then full
+    assert "Command: `x`" in text
+    assert "No cell has finished" in statistics.results_markdown([], ["supervised"])
+
+
+def test_results_csv_round_trip(tmp_path):
+    path = str(tmp_path / "results.csv")
+    statistics.write_results_csv(ROWS, path)
+    with open(path, encoding="utf-8") as f:
+        assert f.readline().strip() == ",".join(statistics.RESULT_COLUMNS)
+    back = statistics.read_results_csv(path)
+    assert len(back) == len(ROWS)
+    for got, want in zip(back, ROWS):
+        for key in statistics.RESULT_COLUMNS:
+            if isinstance(want[key], float) and math.isnan(want[key]):
+                assert math.isnan(got[key])
+            else:
+                assert got[key] == pytest.approx(want[key])
+
+
+def test_markdown_to_html_tables_lists_and_escaping():
+    page = report.markdown_to_html(
+        "# Title\n\nline one  \nline `two` <b>\n\n| a | b |\n|---|---|\n| 1 | **2** |\n\n- x\n- y\n")
+    assert "<h1>Title</h1>" in page
+    assert "<code>two</code> &lt;b&gt;" in page
+    assert "<thead><tr><th>a</th><th>b</th></tr></thead>" in page
+    assert "<td><strong>2</strong></td>" in page
+    assert "<ul><li>x</li><li>y</li></ul>" in page
+
+
+def test_plots_and_self_contained_page(tmp_path):
+    rows = ROWS + [_row(0, 0, "supervised", 0.6, budget=1.0),
+                   _row(0, 0, "full", 0.7, budget=1.0)]
+    order = ["supervised", "logreg", "full"]
+    report.plot_uar_vs_budget(rows, str(tmp_path / "u.png"), order)
+    report.plot_paired_delta(rows, str(tmp_path / "d.png"), order)
+    histories = {"full": [{"epochs": [1, 2], "logs": {"labeled_accuracy": [0.5, 0.7],
+                                                     "mean_density_weight": [0.0, 1e-3]}}],
+                 "supervised": [{"epochs": [1, 2], "logs": {"labeled_accuracy": [0.4, 0.8]}}]}
+    report.plot_training_curves(histories, str(tmp_path / "c.png"))
+    for name in ("u.png", "d.png", "c.png"):
+        with open(tmp_path / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    wav = tmp_path / "audio" / "a.wav"
+    wav.parent.mkdir()
+    wav.write_bytes(b"RIFF")
+    page = str(tmp_path / "report.html")
+    report.write_report_html(page, title="t", markdown_text="# T\n",
+                             images=[("curves", str(tmp_path / "c.png"))],
+                             audio=[("anger", str(wav))])
+    text = open(page, encoding="utf-8").read()
+    assert "src='data:image/png;base64," in text
+    assert "<audio controls preload='none' src='audio/a.wav'>" in text
+    assert str(tmp_path) not in text  # nothing points outside the page's folder
+
+
+@pytest.mark.skipif(report.find_browser() is None, reason="no headless Chromium installed")
+def test_screenshot_in_a_real_browser(tmp_path):
+    page = str(tmp_path / "report.html")
+    report.write_report_html(page, title="t", markdown_text="# Hello\n\n| a |\n|---|\n| 1 |\n")
+    png = str(tmp_path / "shot.png")
+    assert report.screenshot(page, png, width=400, height=300)
+    import matplotlib.image
+    pixels = matplotlib.image.imread(png)
+    assert pixels.shape[:2] == (300, 400)
+    assert pixels[..., :3].std() > 0.01  # something was drawn on the white page
+    assert not report.screenshot(str(tmp_path / "missing-dir" / "none.html"),
+                                 str(tmp_path / "x" / "y.png"), timeout=30)
