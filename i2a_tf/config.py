@@ -447,9 +447,9 @@ class TrainConfig:
         "without GPUs).")
     jit_compile: bool = _field(False, "XLA-compile the train step (default strategy only).")
     mixed_precision: bool = _field(False, "mixed_float16 compute (needs a GPU).")
-    verbose: int = _field(-1, "Keras progress output: 0 silent, 1 progress bar, "
-                          "2 one line per epoch, -1 a progress bar on a terminal "
-                          "and one line per epoch otherwise (logs, pipes).")
+    verbose: int = _field(-1, "Training progress on stdout: 0 silent, 1 a progress "
+                          "bar and one short line per epoch, 2 the line only, -1 "
+                          "1 on a terminal and 2 otherwise (logs, pipes).")
 
     def validate(self) -> None:
         for name in ("epochs", "steps_per_epoch", "num_cpu_devices"):
@@ -604,6 +604,10 @@ class StudyConfig:
         "logreg, supervised and full.")
     study_report_only: bool = _field(
         False, "Do not train: rebuild results and report from the finished cells.")
+    study_workers: int = _field(
+        1, "Cells trained at once, each in its own process. A cell's numbers do "
+        "not depend on it (deterministic ops); on 2 cores, 2 workers finish a "
+        "study sooner (measured in BUILD.md).")
 
     @property
     def folds(self) -> tuple[int, ...]:
@@ -635,6 +639,8 @@ class StudyConfig:
                        "--study_variant_flags")
         if len(set(self.study_variants)) != len(self.study_variants):
             raise _bad("study_variants", self.study_variants, "variants must be distinct")
+        if self.study_workers < 1:
+            raise _bad("study_workers", self.study_workers, "must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

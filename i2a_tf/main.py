@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import textwrap
 
 from absl import app, flags
 
@@ -53,6 +54,95 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         else:
             define = flags.DEFINE_string
         define(field.name, default, help_text, flag_values=flag_values)
+
+
+# --help: what most users need first, then every flag by config section.
+COMMON_FLAGS = ("mode", "flagfile", "workdir", "speech_corpus", "speech_dir",
+                "face_corpus", "face_dir", "classes", "label_fraction", "test_speakers",
+                "test_fold", "num_folds", "seed", "model")
+SECTION_TITLES = {"data": "Corpora, classes and splits", "frontend": "Log-mel front end",
+                  "input": "Input pipeline", "model": "Networks",
+                  "loss": "Objective and components", "graph": "Pseudo-labels (graph)",
+                  "train": "Training", "export": "Export and predict", "study": "Study"}
+EXIT_CODES = ("Exit codes: 0 done; 1 a failure while running (prepare, training or a "
+              "study cell failed, or predict could not read a file); 2 a usage error "
+              "(an unknown flag, a value that does not parse or is out of range, a "
+              "missing flagfile).")
+HELP_ARGS = ("--help", "-help", "--helpshort", "-helpshort", "-h", "-?")
+HELPFULL_ARGS = ("--helpfull", "-helpfull")
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=88, initial_indent="      ",
+                         subsequent_indent="      ")
+
+
+def _flag_help(name: str) -> str:
+    if name == "flagfile":
+        return ("  --flagfile=FILE\n" + _wrap("Read flags from FILE, one per line; "
+                                            "flags after it on the command line win. "
+                                            "configs/*.cfg are flagfiles."))
+    flag = FLAGS[name]
+    default = flag.default
+    if isinstance(default, bool):
+        head = f"  --[no]{name} (default: {'on' if default else 'off'})"
+    else:
+        if isinstance(default, (list, tuple)):
+            default = ",".join(str(v) for v in default)
+        head = f"  --{name}={default if default not in ('', None) else chr(39) * 2}"
+    return f"{head}\n{_wrap(flag.help or '')}"
+
+
+def usage_text(full: bool = False) -> str:
+    """--help: usage, modes, the common flags, then every flag by section
+    (`full`: and absl's own flags)."""
+    modes = __doc__[__doc__.index("Modes"):].rstrip()
+    parts = ["i2a_tf: speech emotion recognition from few labeled clips, unlabeled "
+             "clips and labeled face images (Image2Audio).", "",
+             "usage: python -m i2a_tf.main --flagfile=configs/<x>.cfg [--flag=value ...] "
+             "[files, for --mode=predict]", "", modes, "", "Common flags:",
+             *(_flag_help(name) for name in COMMON_FLAGS)]
+    sections: dict[str | None, list[str]] = {}
+    for section, field in config_lib.leaf_fields():
+        if field.name not in COMMON_FLAGS:
+            sections.setdefault(section, []).append(field.name)
+    for section, names in sections.items():
+        parts += ["", f"{SECTION_TITLES.get(section, 'General')}:",
+                  *(_flag_help(name) for name in names)]
+    if full:
+        main_module = sys.modules[__name__]
+        for module, module_flags in sorted(FLAGS.flags_by_module_dict().items()):
+            if module in (__name__, "__main__", getattr(main_module, "__file__", "")):
+                continue
+            parts += ["", f"{module}:"] + [
+                _flag_help(f.name) for f in sorted(module_flags, key=lambda f: f.name)
+                if f.name != "flagfile"]
+    else:
+        parts += ["", "--helpfull adds absl's own flags (logging verbosity, ...)."]
+    return "\n".join(parts + ["", textwrap.fill(EXIT_CODES, width=88)])
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with our help (exit 0) and usage errors (exit 2);
+    then the quiet console unless --verbosity >= 1 (i2a_tf/console.py)."""
+    arguments = argv[1:]
+    if any(a in HELP_ARGS for a in arguments):
+        print(usage_text())
+        sys.exit(0)
+    if any(a in HELPFULL_ARGS for a in arguments):
+        print(usage_text(full=True))
+        sys.exit(0)
+    try:
+        arguments = FLAGS(argv)
+    except flags.Error as error:
+        print(f"error: {error}\n(python -m i2a_tf.main --help lists the flags)",
+              file=sys.stderr)
+        sys.exit(2)
+    if FLAGS["verbosity"].value < 1:
+        # Before TensorFlow is imported: its native start-up lines go to fd 2.
+        from i2a_tf.console import route_stderr_through_filter
+        route_stderr_through_filter()
+    return arguments
 
 
 def config_from_flags() -> config_lib.Config:
@@ -102,8 +192,30 @@ def run(modes: list[str], config: config_lib.Config, files: list[str] = ()) -> i
     return 0
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """`15:37:42 message`; warnings and errors say so."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            text = f"{record.levelname.lower()}: {text}"
+        return f"{self.formatTime(record, '%H:%M:%S')} {text}"
+
+
+def configure_logging() -> None:
+    """The project's log lines at INFO; short (time and message) unless
+    --verbosity >= 1, which keeps absl's full prefix (file, line, thread)."""
+    logger = logging.getLogger("i2a_tf")
+    logger.setLevel(logging.INFO)
+    if FLAGS["verbosity"].value < 1 and not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_ConsoleFormatter())
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def main(argv: list[str]) -> int:
-    logging.getLogger("i2a_tf").setLevel(logging.INFO)
+    configure_logging()
     try:
         config = config_from_flags()
         modes = modes_from_flag(FLAGS.mode)
@@ -112,8 +224,9 @@ def main(argv: list[str]) -> int:
         return 2
     files = argv[1:]
     if files and "predict" not in modes:
-        raise app.UsageError(f"unexpected arguments: {' '.join(files)} (only "
-                             "--mode=predict takes files)")
+        print(f"error: unexpected arguments: {' '.join(files)} (only "
+              "--mode=predict takes files)", file=sys.stderr)
+        return 2
     if modes != ["predict"]:
         os.makedirs(config.workdir, exist_ok=True)
     if "prepare" in modes or "train" in modes:
@@ -136,7 +249,7 @@ def main(argv: list[str]) -> int:
 
 def entry() -> None:
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

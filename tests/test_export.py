@@ -399,7 +399,7 @@ def test_a_failed_export_leaves_no_version_and_no_temporary_folder(exported, tmp
 
 def test_files_without_predict_are_refused(tmp_path):
     result = run_main(f"--workdir={tmp_path}", "--mode=prepare", "a.wav")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "only --mode=predict takes files" in result.stderr
 
 

@@ -21,7 +21,9 @@ STUDY = ("--mode=study", "--speech_corpus=synthetic", "--face_corpus=synthetic",
          # 6 faces a class: translations.npz needs 4 of each.
          "--synthetic_images_per_class=2", "--study_folds=0",
          "--study_seeds=0", "--study_budgets=0.5",
-         "--study_variants=logreg,supervised,full")
+         "--study_variants=logreg,supervised,full",
+         # Two cells at once: the parallel path (results must not depend on it).
+         "--study_workers=2")
 CELLS = ("logreg", "supervised", "full")
 
 
@@ -70,12 +72,17 @@ def test_rerun_skips_finished_cells_and_a_lost_cell_runs_again(study):
     workdir, root, _ = study
     stamp = os.path.getmtime(os.path.join(_cell(root, "full"), "metrics.json"))
     os.remove(os.path.join(_cell(root, "supervised"), "cell.json"))
+    # What an interrupted cell leaves: it must start again from scratch.
+    with open(os.path.join(_cell(root, "supervised"), "stale.txt"), "w") as f:
+        f.write("from an interrupted run")
     result = run_main(*STUDY, f"--workdir={workdir}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 already finished" in result.stdout
     assert "[3/3] fold 0 seed 0 budget 50% supervised" in result.stdout
     assert "full " not in result.stdout.split("already finished")[1].split("results:")[0]
     assert os.path.getmtime(os.path.join(_cell(root, "full"), "metrics.json")) == stamp
+    assert not os.path.exists(os.path.join(_cell(root, "supervised"), "stale.txt"))
+    assert os.path.exists(os.path.join(_cell(root, "supervised"), "cell.json"))
 
 
 def test_a_cell_rerun_in_a_fresh_process_gives_the_same_numbers(study, tmp_path):

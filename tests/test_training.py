@@ -218,8 +218,14 @@ def test_main_demo_prepare_train_evaluate(tmp_path, variant):
     with open(os.path.join(workdir, "pseudo_labels.json")) as f:
         refreshes = json.load(f)
     assert [r["epoch"] for r in refreshes] == [1, 2]
-    assert glob.glob(os.path.join(workdir, "logs", "train", "events.*"))
-    assert glob.glob(os.path.join(workdir, "logs", "images", "events.*"))
+    assert glob.glob(os.path.join(workdir, "logs", "run-001", "train", "events.*"))
+    assert glob.glob(os.path.join(workdir, "logs", "run-001", "images", "events.*"))
+    with open(os.path.join(workdir, "history.json")) as f:
+        history = json.load(f)["logs"]
+    # One line per epoch on the console, with the evaluation's number.
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("Epoch ")]
+    assert len(epoch_lines) == 3 and "test UAR" in epoch_lines[-1], result.stdout
+    assert max(map(len, epoch_lines)) < 200
     best = os.path.join(workdir, "best.json")
     if "--val_speaker_fraction=0.4" in variant:
         # The classifier of the best validation epoch is the one saved.
@@ -227,12 +233,22 @@ def test_main_demo_prepare_train_evaluate(tmp_path, variant):
             assert 0 <= json.load(f)["epoch"] < 3
     else:
         assert not os.path.exists(best)
+        # The per-epoch evaluation scores the weights that are saved (the EMA):
+        # TensorBoard's last test UAR is metrics.json's.
+        assert history["test_uar"][-1] == pytest.approx(metrics["uar"], abs=1e-9)
     if not variant:
         # --mode=evaluate alone re-scores the saved classifier identically.
         again = run_main(*args, "--mode=evaluate")
         assert again.returncode == 0, again.stderr[-3000:]
         with open(os.path.join(workdir, "metrics.json")) as f:
             assert json.load(f)["confusion_matrix"] == metrics["confusion_matrix"]
+        # A second training run logs into a TensorBoard run folder of its own,
+        # and (deterministic by default) gives the same metrics.
+        again = run_main(*args, "--mode=train")
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert glob.glob(os.path.join(workdir, "logs", "run-002", "train", "events.*"))
+        with open(os.path.join(workdir, "metrics.json")) as f:
+            assert json.load(f) == metrics
 
 
 def test_evaluate_without_a_trained_classifier_names_the_fix(tmp_path):
@@ -270,6 +286,8 @@ def test_killed_training_resumes_at_the_interrupted_epoch(tmp_path):
     assert epochs[0].startswith(f"Epoch {done + 1}/6"), epochs
     assert epochs[-1].startswith("Epoch 6/6")
     assert os.path.exists(os.path.join(workdir, "metrics.json"))
+    # The resumed run continued the killed run's TensorBoard folder.
+    assert sorted(os.listdir(os.path.join(workdir, "logs"))) == ["active_run", "run-001"]
     with open(os.path.join(workdir, "history.json")) as f:
         history = json.load(f)
     # Weights and optimizer state came back: the step count spans both runs.

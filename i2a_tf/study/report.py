@@ -182,7 +182,7 @@ def render_translations(npz_path: str, out_dir: str, frontend: FrontEndConfig,
         fig.suptitle(f"{name}: translated faces (top), real clips (bottom); "
                      "log-mel, low bands at the bottom", fontsize=10)
         png = os.path.join(out_dir, f"translated_{slug}.png")
-        _save(fig, png)
+        _save(fig, png, dpi=72)  # spectrogram texture compresses badly: ~0.4 MB each
         pieces = []
         voices = [translated[c, j] for j in range(min(AUDIO_TRANSLATIONS, columns))]
         reals = [clip for clip in real[c] if not np.all(np.isnan(clip))][:1]
@@ -195,10 +195,10 @@ def render_translations(npz_path: str, out_dir: str, frontend: FrontEndConfig,
     return out
 
 
-def _save(fig, path: str) -> None:
+def _save(fig, path: str, dpi: int = 110) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 

@@ -13,17 +13,24 @@ Each network cell runs `python -m i2a_tf.main --flagfile=cells.cfg --mode=train
 ...` in a fresh process, so its result is a function of its flags alone (and a
 user can re-run any one cell from the command in its cell.json). A finished
 cell (cell.json with the same command) is never re-run; a killed study re-run
-with the same flags continues where it stopped (an interrupted training resumes
-from its own checkpoint).
+with the same flags continues where it stopped. A cell that was interrupted
+starts again from scratch rather than from its checkpoint: a resumed training
+replays its input stream from the start, so its numbers would differ from an
+uninterrupted run's. `--study_workers=N` trains N cells at once (threads, each
+waiting on its cell's process; a group's records are prepared once, under a
+lock).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -64,7 +71,11 @@ class Study:
         self.root = config.study_dir
         self.shared = grid_lib.shared_flags(config)
         self.flagfile = os.path.join(self.root, "cells.cfg")
-        self.on_terminal = sys.stdout.isatty()
+        self.workers = config.study.study_workers
+        # Keras' progress bars of parallel cells would overwrite each other.
+        self.on_terminal = sys.stdout.isatty() and self.workers == 1
+        self._group_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     # -- Layout -----------------------------------------------------------------
 
@@ -129,7 +140,13 @@ class Study:
             f.write("\n".join(self.shared) + "\n")
 
     def prepare(self, cell: Cell) -> None:
-        """Prepares the records of `cell`'s group once."""
+        """Prepares the records of `cell`'s group once (one worker at a time)."""
+        with self._locks_lock:
+            lock = self._group_locks.setdefault(cell.records_key, threading.Lock())
+        with lock:
+            self._prepare(cell)
+
+    def _prepare(self, cell: Cell) -> None:
         group = self.group_dir(cell)
         if os.path.exists(os.path.join(group, "data", "dataset.json")):
             return
@@ -148,7 +165,10 @@ class Study:
     def run_cell(self, cell: Cell) -> dict:
         """Runs one cell; returns its cell.json record (with `returncode`)."""
         workdir = self.cell_dir(cell)
-        os.makedirs(workdir, exist_ok=True)
+        if os.path.isdir(workdir):
+            # Left by an interrupted run: start this cell from scratch.
+            shutil.rmtree(workdir)
+        os.makedirs(workdir)
         started = time.time()
         if self.grid.variant_flags[cell.variant] is None:
             code = self._run_logreg(cell)
@@ -187,7 +207,11 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _estimate_left(pending: list[Cell], seconds_by_variant: dict[str, list[float]]) -> str:
+def _estimate_left(pending: list[Cell], seconds_by_variant: dict[str, list[float]],
+                   workers: int = 1) -> str:
+    """Mean seconds per variant so far, summed over the pending cells, over
+    the workers (cells of parallel workers run slower each; the means include
+    that)."""
     known = [s for values in seconds_by_variant.values() for s in values]
     if not pending:
         return "0:00:00"
@@ -195,7 +219,8 @@ def _estimate_left(pending: list[Cell], seconds_by_variant: dict[str, list[float
         return "?"
     overall = float(np.mean(known))
     return _clock(sum(np.mean(seconds_by_variant[c.variant])
-                      if seconds_by_variant.get(c.variant) else overall for c in pending))
+                      if seconds_by_variant.get(c.variant) else overall
+                      for c in pending) / workers)
 
 
 def run_study(config: Config) -> dict:
@@ -218,25 +243,48 @@ def run_study(config: Config) -> dict:
           "finished", flush=True)
     failed: list[tuple[Cell, str]] = []
     started = time.time()
-    if not config.study.study_report_only:
-        for position, cell in enumerate(pending):
-            study.prepare(cell)
-            record = study.run_cell(cell)
-            finished = total - len(pending) + position + 1
-            if record["returncode"]:
-                where = os.path.join(study.cell_dir(cell), "train.log")
-                failed.append((cell, where))
-                outcome = f"FAILED (exit {record['returncode']}, see {where})"
-            else:
-                seconds_by_variant.setdefault(cell.variant, []).append(record["seconds"])
-                with open(os.path.join(study.cell_dir(cell), "metrics.json"),
-                          encoding="utf-8") as f:
-                    outcome = f"UAR {100 * json.load(f)['uar']:5.1f}"
-            print(f"[{finished:>{len(str(total))}}/{total}] {cell.describe():48s} "
-                  f"{outcome}  ({record['seconds']:.0f} s)  elapsed "
-                  f"{_clock(time.time() - started)}, left ~"
-                  f"{_estimate_left(pending[position + 1:], seconds_by_variant)}",
-                  flush=True)
+
+    def run(cell: Cell) -> dict:
+        study.prepare(cell)
+        return study.run_cell(cell)
+
+    if not config.study.study_report_only and pending:
+        finished = total - len(pending)
+        left = list(pending)
+        pool = concurrent.futures.ThreadPoolExecutor(study.workers)
+        futures = {pool.submit(run, cell): cell for cell in pending}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                cell = futures[future]
+                left.remove(cell)
+                finished += 1
+                try:
+                    record = future.result()
+                except StudyError as error:  # a prepare failed
+                    failed.append((cell, str(error)))
+                    print(f"[{finished}/{total}] {cell.describe()} FAILED: {error}",
+                          flush=True)
+                    continue
+                if record["returncode"]:
+                    where = os.path.join(study.cell_dir(cell), "train.log")
+                    failed.append((cell, where))
+                    outcome = f"FAILED (exit {record['returncode']}, see {where})"
+                else:
+                    seconds_by_variant.setdefault(cell.variant, []).append(
+                        record["seconds"])
+                    with open(os.path.join(study.cell_dir(cell), "metrics.json"),
+                              encoding="utf-8") as f:
+                        outcome = f"UAR {100 * json.load(f)['uar']:5.1f}"
+                print(f"[{finished:>{len(str(total))}}/{total}] {cell.describe():48s} "
+                      f"{outcome}  ({record['seconds']:.0f} s)  elapsed "
+                      f"{_clock(time.time() - started)}, left ~"
+                      f"{_estimate_left(left, seconds_by_variant, study.workers)}",
+                      flush=True)
+        except BaseException:
+            # Ctrl-C: the running cells' processes got the signal too; start no more.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     from i2a_tf.study.results import write_results
     outputs = write_results(study)
     print(f"results: {outputs['results_md']}; report: {outputs['report_html']}",

@@ -6,17 +6,22 @@ model's state variables, so the compiled train step never retraces:
   EpochClock          model.epoch <- the epoch about to run
   ClassBankRefresh    per-class φ banks of labeled clips, every epoch
   PseudoLabelRefresh  graph pseudo-labels of unlabeled clips, every K epochs
-  EpochEvaluation     validation / test UAR per epoch, best-model selection,
+  EpochEvaluation     validation / test UAR per epoch of the weights that would
+                      be saved (the EMA when on), best-model selection,
                       confusion-matrix and translated-spectrogram images
+  ConsoleProgress     one short line per epoch (and a progress bar on a terminal)
   FiniteBackupAndRestore  BackupAndRestore that never saves a non-finite epoch
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import sys
+import time
 
 import keras
 import numpy as np
@@ -159,6 +164,26 @@ def _fraction(hits: np.ndarray) -> float:
     return float(np.mean(hits)) if len(hits) else float("nan")
 
 
+@contextlib.contextmanager
+def saved_weights(model):
+    """Inside: the classifier holds the weights that training would save, its
+    exponential moving average when the classifier optimizer keeps one (what
+    `finalize_variable_values` writes at the end); the raw weights come back
+    after."""
+    optimizer = model.classifier_optimizer
+    if not optimizer.use_ema:
+        yield
+        return
+    variables = model.classifier.trainable_variables
+    raw = [variable.numpy() for variable in variables]
+    optimizer.finalize_variable_values(variables)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, raw):
+            variable.assign(value)
+
+
 class EpochEvaluation(keras.callbacks.Callback):
     """UAR per epoch and best-model selection by validation UAR.
 
@@ -166,7 +191,9 @@ class EpochEvaluation(keras.callbacks.Callback):
     classifier weights of the best epoch are kept in `best_path` (with
     `best.json` recording the epoch and UAR, so a resumed run keeps them).
     The test split's UAR is logged as `test_uar` for analysis only; it never
-    selects a model. Images (TensorBoard, `image_dir`): the confusion matrix of
+    selects a model. Both score (and the best epoch saves) the classifier's
+    weights as training would save them (`saved_weights`: the EMA when on), so
+    the last epoch's `test_uar` is the UAR `metrics.json` reports. Images (TensorBoard, `image_dir`): the confusion matrix of
     the selection split (validation, else test) and one translated
     spectrogram per class from fixed faces.
     """
@@ -194,6 +221,17 @@ class EpochEvaluation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
+        with saved_weights(self.model):
+            shown = self._score(epoch, logs)
+        with self.writer.as_default(step=epoch):
+            if shown is not None:
+                tf.summary.image("confusion_matrix",
+                                 confusion_image(np.asarray(shown["confusion_matrix"])))
+            if self.faces is not None and self.model.use_translation:
+                tf.summary.image("translated_per_class", self._translated_grid())
+        self.writer.flush()
+
+    def _score(self, epoch, logs):
         shown = None
         if self.test_dataset is not None:
             shown = self._metrics(self.test_dataset)
@@ -205,13 +243,7 @@ class EpochEvaluation(keras.callbacks.Callback):
                 self.model.classifier.save_weights(self.best_path)
                 with open(self.best_json, "w", encoding="utf-8") as f:
                     json.dump({"epoch": int(epoch), "val_uar": shown["uar"]}, f)
-        with self.writer.as_default(step=epoch):
-            if shown is not None:
-                tf.summary.image("confusion_matrix",
-                                 confusion_image(np.asarray(shown["confusion_matrix"])))
-            if self.faces is not None and self.model.use_translation:
-                tf.summary.image("translated_per_class", self._translated_grid())
-        self.writer.flush()
+        return shown
 
     def _translated_grid(self) -> np.ndarray:
         images, labels = self.faces
@@ -221,6 +253,49 @@ class EpochEvaluation(keras.callbacks.Callback):
             inputs.append(tf.zeros([len(labels), self.config.model.noise_dim]))
         translated = self.model.generator(inputs, training=False).numpy()
         return spectrogram_grid(translated)
+
+
+class ConsoleProgress(keras.callbacks.Callback):
+    """The console during `fit` (which itself runs silent): one short line per
+    epoch with the terms that matter, and with `bar` a progress bar that the
+    line then overwrites. Every other per-epoch number is in TensorBoard and
+    history.json. Runs after the callbacks that add to the epoch's logs."""
+
+    TERMS = (("c_labeled_loss", "labeled loss {:.3f}"), ("labeled_accuracy", "acc {:.2f}"),
+             ("translated_accuracy", "translated acc {:.2f}"),
+             ("mean_density_weight", "density w {:.2g}"),
+             ("pseudo_label_accuracy", "pseudo-label acc {:.2f}"),
+             ("pseudo_label_coverage", "coverage {:.2f}"),
+             ("val_uar", "val UAR {:.3f}"), ("test_uar", "test UAR {:.3f}"))
+    BAR = 24
+
+    def __init__(self, epochs: int, steps: int, bar: bool, stream=None):
+        super().__init__()
+        self.epochs, self.steps, self.bar = epochs, steps, bar
+        self.stream = stream or sys.stdout
+        self.started = time.time()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar:
+            done = min(batch + 1, self.steps)
+            filled = self.BAR * done // self.steps
+            self.stream.write(f"\rEpoch {self.epoch}/{self.epochs} "
+                              f"[{'=' * filled}{'.' * (self.BAR - filled)}] {done}/{self.steps}")
+            self.stream.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        terms = [form.format(float(logs[key])) for key, form in self.TERMS if key in logs]
+        line = (f"Epoch {epoch + 1}/{self.epochs}  " + "  ".join(terms)
+                + f"  ({time.time() - self.started:.0f} s)")
+        clear = "\r" + " " * (self.BAR + 40) + "\r" if self.bar else ""
+        self.stream.write(clear + line + "\n")
+        self.stream.flush()
 
 
 def confusion_image(confusion: np.ndarray, cell: int = 24) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -132,7 +133,8 @@ def train(config: Config) -> dict:
     if not data.num_examples("train_labeled"):
         raise ConfigError(f"--label_fraction={config.data.label_fraction}: the "
                           "train_labeled split is empty")
-    if not os.path.isdir(backup_dir(config)):
+    resuming = os.path.isdir(backup_dir(config))
+    if not resuming:
         # A fresh run (nothing to resume): drop what an earlier run selected.
         for name in ("best.json", "best.weights.h5", "pseudo_labels.json",
                      "translations.npz"):
@@ -160,7 +162,7 @@ def train(config: Config) -> dict:
 
     labeled = eval_dataset(config, "train_labeled", data)
     unlabeled = _optional_split(config, data, "train_unlabeled")
-    log_dir = os.path.join(config.workdir, "logs")
+    log_dir = tensorboard_run_dir(config, resuming)
     backup = callbacks_lib.FiniteBackupAndRestore(
         backup_dir(config), on_restore=lambda: reset_learning_rates(model, config))
     run_callbacks = [callbacks_lib.EpochClock()]
@@ -180,10 +182,15 @@ def train(config: Config) -> dict:
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0),
     ]
+    verbose = _verbosity(config)
+    if verbose:
+        # After the evaluation and the refreshes, whose numbers it prints.
+        run_callbacks.insert(run_callbacks.index(backup), callbacks_lib.ConsoleProgress(
+            config.train.epochs, config.train.steps_per_epoch, bar=verbose == 1))
     started = time.time()
     history = model.fit(dataset, epochs=config.train.epochs,
                         steps_per_epoch=config.train.steps_per_epoch,
-                        callbacks=run_callbacks, verbose=_verbosity(config),
+                        callbacks=run_callbacks, verbose=0,
                         shuffle=False)  # the input pipeline shuffles
     if backup.diverged_at is not None:
         where = (f"the last good checkpoint is in {backup_dir(config)} (lower the "
@@ -210,6 +217,25 @@ def train(config: Config) -> dict:
         _write_translations(config, model, data)
     shutil.rmtree(backup_dir(config), ignore_errors=True)
     return evaluate(config)
+
+
+def tensorboard_run_dir(config: Config, resuming: bool) -> str:
+    """`<workdir>/logs/run-NNN`: each training run logs into a folder of its
+    own (TensorBoard shows runs side by side instead of joining them into one
+    line); a resumed run continues the folder of the run it resumes, named in
+    `logs/active_run`."""
+    logs = os.path.join(config.workdir, "logs")
+    marker = os.path.join(logs, "active_run")
+    if resuming and os.path.exists(marker):
+        with open(marker, encoding="utf-8") as f:
+            return os.path.join(logs, f.read().strip())
+    os.makedirs(logs, exist_ok=True)
+    numbers = [int(match.group(1)) for match in
+               (re.fullmatch(r"run-(\d+)", name) for name in os.listdir(logs)) if match]
+    name = f"run-{max(numbers, default=0) + 1:03d}"
+    with open(marker, "w", encoding="utf-8") as f:
+        f.write(name + "\n")
+    return os.path.join(logs, name)
 
 
 def _verbosity(config: Config) -> int:
