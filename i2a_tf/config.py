@@ -21,7 +21,7 @@ FACE_CORPORA = ("synthetic", "ckplus", "fer2013", "jaffe", "folder")
 PAD_MODES = ("repeat", "mean")
 TFLITE_VARIANTS = ("float32", "dynamic_range", "int8")
 INT8_FRONTENDS = ("float", "int8")
-INT8_WEIGHTS = ("per_channel", "per_tensor")
+INT8_WEIGHTS = ("auto", "per_channel", "per_tensor")
 
 
 class ConfigError(ValueError):
@@ -501,9 +501,11 @@ class ExportConfig:
         "('float': only the classifier is quantized) or quantize it too ('int8'; "
         "its power spectrum spans too many decades for int8, measured in BUILD.md).")
     int8_weights: str = _field(
-        "per_channel", "Int8 weight scales: per_channel (one per output channel) or "
-        "per_tensor (one per weight tensor: ~5 % fewer bytes at the default sizes, "
-        "coarser weights; measured in BUILD.md).")
+        "auto", "Int8 weight scales: per_channel (one per output channel), "
+        "per_tensor (one per weight tensor: ~5 % fewer bytes, coarser weights), or "
+        "auto: per_tensor when its predictions agree with the float model's on "
+        ">= 97 % of the calibration (training) clips, else per_channel (measured in "
+        "BUILD.md).")
     representative_clips: int = _field(
         1000, "Training clips (labeled, then unlabeled; at most this many) that "
         "calibrate the int8 model's activation ranges.")

@@ -33,6 +33,7 @@ _BENIGN_ERROR_FILES = re.compile(r"(^|/)(cuda_\w+|cudart_stub|gpu_\w+|cuda)\.cc$
 _NOISE_LINES = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     "To enable the following instructions:",  # continues cpu_feature_guard.cc's notice
+    "fully_quantize: ",  # the TFLite quantizer's settings, printed per conversion
 )
 FILTERED_ENV = "I2A_STDERR_FILTERED"
 SHOW_ENV = "I2A_NATIVE_LOGS"

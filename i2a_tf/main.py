@@ -207,6 +207,10 @@ def configure_logging() -> None:
     --verbosity >= 1, which keeps absl's full prefix (file, line, thread)."""
     logger = logging.getLogger("i2a_tf")
     logger.setLevel(logging.INFO)
+    if not FLAGS["verbosity"].present:
+        # Other libraries' INFO lines (TensorFlow's converter, ...) only on request.
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.WARNING)
     if FLAGS["verbosity"].value < 1 and not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_ConsoleFormatter())

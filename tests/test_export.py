@@ -114,6 +114,27 @@ def test_export_layout_and_report(exported):
     assert counts["int8"][2] == 0
     assert set(report["targets"]) == {"int8_agreement", "int8_uar_drop_points",
                                       "int8_bytes_fraction_of_float32"}
+    # --int8_weights=auto (the default) chose on training clips and says so.
+    int8 = report["tflite"]["int8"]
+    assert int8["int8_weights"] in ("per_tensor", "per_channel")
+    assert int8["int8_weights_chosen_by"].startswith("auto: per-tensor int8 agreed")
+    assert report["targets"]["int8_uar_drop_points"]["max"] >= 1.0
+
+
+def test_one_clip_tolerance_of_the_uar_target():
+    # 5 classes, the smallest with 10 clips: one flip moves UAR by 100/(5*10) = 2.
+    labels = np.repeat(np.arange(5), [10, 12, 10, 30, 11])
+    assert exporter.one_clip_uar_points(labels, 5) == pytest.approx(2.0)
+    # An absent class does not count.
+    assert exporter.one_clip_uar_points(np.repeat([0, 2], [4, 5]), 5) == pytest.approx(12.5)
+    variants = {"int8": {"argmax_agreement": 0.98, "uar_drop_points": 1.0000000000000009,
+                         "bytes": 29}, "float32": {"bytes": 100}}
+    targets = exporter._targets(variants, one_clip_points=0.5)
+    assert targets["int8_uar_drop_points"]["met"]  # float artefact of one point
+    assert targets["int8_bytes_fraction_of_float32"]["met"]
+    variants["int8"]["uar_drop_points"] = 2.0
+    assert exporter._targets(variants, one_clip_points=2.0)["int8_uar_drop_points"]["met"]
+    assert not exporter._targets(variants, one_clip_points=1.5)["int8_uar_drop_points"]["met"]
 
 
 _ROUND_TRIP = r"""

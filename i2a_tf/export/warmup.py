@@ -62,7 +62,11 @@ def run_warmup_requests(saved_model_dir: str) -> list[dict[str, np.ndarray]]:
     outputs; raises if a request does not run."""
     outputs = []
     requests = read_warmup_requests(saved_model_dir)  # eagerly, before the graph
-    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+    # The TF1 loader is deprecated for users of TF2 APIs, which is not what this
+    # is: it is TF Serving's loading path, on purpose; its warning is silenced.
+    from tensorflow.python.util import deprecation
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session, \
+            deprecation.silence():
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"],
                                                           saved_model_dir)
         for request in requests:
