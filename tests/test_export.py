@@ -118,23 +118,28 @@ def test_export_layout_and_report(exported):
     int8 = report["tflite"]["int8"]
     assert int8["int8_weights"] in ("per_tensor", "per_channel")
     assert int8["int8_weights_chosen_by"].startswith("auto: per-tensor int8 agreed")
-    assert report["targets"]["int8_uar_drop_points"]["max"] >= 1.0
+    drop = report["targets"]["int8_uar_drop_points"]
+    assert drop["clips_worse"] >= 0 and 0 < drop["worse_p_value"] <= 1
 
 
-def test_one_clip_tolerance_of_the_uar_target():
-    # 5 classes, the smallest with 10 clips: one flip moves UAR by 100/(5*10) = 2.
-    labels = np.repeat(np.arange(5), [10, 12, 10, 30, 11])
-    assert exporter.one_clip_uar_points(labels, 5) == pytest.approx(2.0)
-    # An absent class does not count.
-    assert exporter.one_clip_uar_points(np.repeat([0, 2], [4, 5]), 5) == pytest.approx(12.5)
-    variants = {"int8": {"argmax_agreement": 0.98, "uar_drop_points": 1.0000000000000009,
-                         "bytes": 29}, "float32": {"bytes": 100}}
-    targets = exporter._targets(variants, one_clip_points=0.5)
-    assert targets["int8_uar_drop_points"]["met"]  # float artefact of one point
-    assert targets["int8_bytes_fraction_of_float32"]["met"]
-    variants["int8"]["uar_drop_points"] = 2.0
-    assert exporter._targets(variants, one_clip_points=2.0)["int8_uar_drop_points"]["met"]
-    assert not exporter._targets(variants, one_clip_points=1.5)["int8_uar_drop_points"]["met"]
+def test_uar_drop_target_counts_only_a_measured_change():
+    # One-sided exact McNemar by hand: 2 worse, 0 better: 1/4; 5-0: 1/32;
+    # 6-1: (C(7,6) + C(7,7)) / 2^7 = 8/128.
+    assert exporter.worse_p_value(2, 0) == pytest.approx(0.25)
+    assert exporter.worse_p_value(5, 0) == pytest.approx(1 / 32)
+    assert exporter.worse_p_value(6, 1) == pytest.approx(8 / 128)
+    assert exporter.worse_p_value(0, 0) == 1.0
+    int8 = {"argmax_agreement": 0.98, "uar_drop_points": 2.0, "bytes": 29,
+            "clips_worse": 2, "clips_better": 0, "worse_p_value": 0.25}
+    variants = {"int8": int8, "float32": {"bytes": 100}}
+    # The demo's case: 2 of 100 clips flipped to wrong, 2 points: not a finding.
+    assert exporter._targets(variants)["int8_uar_drop_points"]["met"]
+    assert exporter._targets(variants)["int8_bytes_fraction_of_float32"]["met"]
+    int8.update(clips_worse=5, worse_p_value=1 / 32, uar_drop_points=5.0)
+    assert not exporter._targets(variants)["int8_uar_drop_points"]["met"]
+    # A float artefact of exactly one point is one point.
+    int8.update(uar_drop_points=1.0000000000000009)
+    assert exporter._targets(variants)["int8_uar_drop_points"]["met"]
 
 
 _ROUND_TRIP = r"""

@@ -65,6 +65,8 @@ def test_every_output_exists_and_parses(study):
     assert "data:image/png;base64," in html and "<audio" in html
     record = json.load(open(os.path.join(_cell(root, "full"), "cell.json")))
     assert "--use_translation" in record["command"]
+    assert record["commit"]  # the code that trained it, listed in results.md
+    assert f"Cells trained at: `{record['commit']}` (3 cells)" in markdown
     assert "--deterministic" in open(os.path.join(root, "cells.cfg")).read().split()
 
 

@@ -50,7 +50,7 @@ def _history(workdir: str) -> dict:
         return json.load(f)
 
 
-def _commit() -> str:
+def code_commit() -> str:
     """The code's git commit (with '+changes' when the tree is dirty), if known."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
@@ -92,8 +92,18 @@ def write_results(study) -> dict:
         "training_curves.png", "report.html", "report.png")}
     out = {key.replace(".", "_"): value for key, value in out.items()}
     statistics.write_results_csv(rows, out["results_csv"])
-    header = [f"Command: `python -m i2a_tf.main {' '.join(sys.argv[1:])}`",
-              f"Commit: `{_commit()}`",
+    shown = [a for a in sys.argv[1:] if a.lstrip("-") not in (
+        "study_report_only", "study_report_only=true", "study_report_only=True")]
+    commits: dict[str, int] = {}
+    for cell in cells:
+        record = study.finished(cell)
+        if record is not None:
+            key = record.get("commit", "not recorded")
+            commits[key] = commits.get(key, 0) + 1
+    header = [f"Command: `python -m i2a_tf.main {' '.join(shown)}`",
+              f"Report written by commit: `{code_commit()}`",
+              "Cells trained at: " + ", ".join(f"`{c}` ({n} cells)"
+                                               for c, n in commits.items()),
               f"Written: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
               f"Cells finished: {len(rows)} of {len(cells)}"]
     markdown = statistics.results_markdown(rows, grid.variants, labels=LABELS,

@@ -183,7 +183,8 @@ class Study:
                   "command": (self.train_command(cell)[1:]
                               if self.grid.variant_flags[cell.variant] is not None
                               else None),
-                  "seconds": time.time() - started, "returncode": code}
+                  "seconds": time.time() - started, "returncode": code,
+                  "commit": _code_commit()}
         if code == 0:
             with open(os.path.join(workdir, CELL_JSON), "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=1)
@@ -200,6 +201,11 @@ class Study:
                   encoding="utf-8") as f:
             json.dump(metrics, f, indent=2, allow_nan=True)
         return 0
+
+
+def _code_commit() -> str:
+    from i2a_tf.study.results import code_commit
+    return code_commit()
 
 
 def _clock(seconds: float) -> str:
