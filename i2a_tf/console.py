@@ -34,6 +34,7 @@ _NOISE_LINES = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     "To enable the following instructions:",  # continues cpu_feature_guard.cc's notice
     "fully_quantize: ",  # the TFLite quantizer's settings, printed per conversion
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",  # LiteRT, per interpreter
 )
 FILTERED_ENV = "I2A_STDERR_FILTERED"
 SHOW_ENV = "I2A_NATIVE_LOGS"

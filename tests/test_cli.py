@@ -51,6 +51,7 @@ def test_native_noise_filter_by_hand():
         "E0000 00:00:1796052990.772875   13993 cuda_platform.cc:52] failed call to cuInit: (303)",
         "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild",
         "fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32",
+        "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
     ]
     kept = [
         "E0000 00:00:1796052990.772875   13993 mlir_graph_optimization_pass.cc:1] real failure",

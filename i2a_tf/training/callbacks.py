@@ -128,7 +128,11 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
             "num_collected": int(selected.sum()),
             "num_unlabeled": int(len(selected)),
         }
-        log.info("pseudo-labels at epoch %d: %s", epoch, self.last)
+        log.info("pseudo-labels at epoch %d: %d of %d unlabeled clips collected, "
+                 "%.0f %% of them correct (hidden labels; %.0f %% of all reached)",
+                 epoch, self.last["num_collected"], self.last["num_unlabeled"],
+                 100 * self.last["pseudo_label_accuracy"],
+                 100 * self.last["pseudo_label_reached_accuracy"])
         history = []
         if os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
