@@ -121,8 +121,10 @@ def plot_training_curves(histories: dict[str, list[dict]], path: str) -> None:
                 values = history.get("logs", {}).get(key)
                 if not values:
                     continue
-                for epoch, value in zip(history.get("epochs", range(1, len(values) + 1)),
-                                        values):
+                epochs = list(history.get("epochs") or range(1, len(values) + 1))
+                # Keras starts a key's list at the first epoch that logs it
+                # (pseudo-label accuracy: after warm-up): align from the end.
+                for epoch, value in zip(epochs[len(epochs) - len(values):], values):
                     if value is not None and np.isfinite(value):
                         series.setdefault(int(epoch), []).append(float(value))
             if not series:
