@@ -22,11 +22,8 @@ def _last(logs: dict, key: str) -> float:
     return float(values[-1]) if values else float("nan")
 
 
-def cell_row(study, cell: Cell) -> dict | None:
-    """One results.csv row of a finished cell (None if it has not finished)."""
-    record = study.finished(cell)
-    if record is None:
-        return None
+def cell_row(study, cell: Cell, record: dict) -> dict:
+    """One results.csv row of a finished cell (`record`: its cell.json)."""
     workdir = study.cell_dir(cell)
     with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as f:
         metrics = json.load(f)
@@ -86,7 +83,9 @@ def write_results(study) -> dict:
     returns {name: path}."""
     root, grid = study.root, study.grid
     cells = grid.cells()
-    rows = [row for row in (cell_row(study, c) for c in cells) if row is not None]
+    # cell.json of every finished cell, read once.
+    finished = {c: r for c, r in ((c, study.finished(c)) for c in cells) if r is not None}
+    rows = [cell_row(study, c, r) for c, r in finished.items()]
     out = {name: os.path.join(root, name) for name in (
         "results.csv", "results.md", "uar_vs_budget.png", "paired_delta.png",
         "training_curves.png", "report.html", "report.png")}
@@ -95,11 +94,9 @@ def write_results(study) -> dict:
     shown = [a for a in sys.argv[1:] if a.lstrip("-") not in (
         "study_report_only", "study_report_only=true", "study_report_only=True")]
     commits: dict[str, int] = {}
-    for cell in cells:
-        record = study.finished(cell)
-        if record is not None:
-            key = record.get("commit", "not recorded")
-            commits[key] = commits.get(key, 0) + 1
+    for record in finished.values():
+        key = record.get("commit", "not recorded")
+        commits[key] = commits.get(key, 0) + 1
     header = [f"Command: `python -m i2a_tf.main {' '.join(shown)}`",
               f"Report written by commit: `{code_commit()}`",
               "Cells trained at: " + ", ".join(f"`{c}` ({n} cells)"
@@ -121,8 +118,8 @@ def write_results(study) -> dict:
                            out["paired_delta_png"]))
     budget = min(grid.budgets, key=lambda b: abs(b - REPORT_BUDGET))
     histories = {}
-    for cell in cells:
-        if cell.budget == budget and study.finished(cell) is not None:
+    for cell in finished:
+        if cell.budget == budget:
             history = _history(study.cell_dir(cell))
             if history:
                 histories.setdefault(cell.variant, []).append(history)
