@@ -327,11 +327,43 @@ class LossConfig:
     lambda_t: float = _field(1.0, "Weight of the translated-sample term of C's loss.")
     lambda_u: float = _field(1.0, "Weight of the pseudo-labeled term of C's loss.")
     translated_normalizer: str = _field(
-        "weight_sum", "Denominator of the density-weighted translated term: "
-        "'weight_sum' (DESIGN.md: a weighted mean, so the term keeps full weight "
-        "lambda_t even when every weight is ~1e-5; on EmoDB this collapsed C in 1 "
-        "of 3 seeds) or 'batch' (the number of translated samples: near-zero "
-        "weights switch the term off; stable, but 7 UAR points lower on average).")
+        "batch", "Denominator of the density-weighted translated term: 'batch' "
+        "(the number of translated samples, as SSL practice normalises: a term "
+        "whose samples are almost all rejected contributes almost nothing) or "
+        "'weight_sum' (DESIGN.md's weighted mean: the term keeps full weight "
+        "lambda_t even when every weight is ~1e-5; measured in "
+        "docs/results/ANALYSIS.md).")
+    unlabeled_normalizer: str = _field(
+        "batch", "Denominator of the pseudo-labeled term: 'batch' (the number of "
+        "unlabeled clips in the batch) or 'weight_sum' (the sum of their "
+        "confidences: a few collected clips weigh as much as the labeled batch).")
+    aux_rampup_epochs: int = _field(
+        4, "Epochs after warm-up over which the weights of the auxiliary terms "
+        "(translated, pseudo-labeled, consistency) ramp from ~0 to their lambda "
+        "along exp(-5 (1 - t)^2) (Laine & Aila 2017); 0 = full weight at once.")
+    use_translation_judge: bool = _field(
+        True, "Admit a translated sample into C's loss only when a frozen "
+        "snapshot of C taken at the end of warm-up (the judge, which neither C "
+        "nor G can train) gives its intended class probability >= "
+        "judge_threshold.")
+    judge_threshold: float = _field(
+        0.5, "Judge probability of the intended class a translated sample needs.")
+    use_consistency: bool = _field(
+        False, "FixMatch-style consistency on unlabeled clips: C's confident "
+        "predictions on a weakly augmented view (crop only) are targets for a "
+        "strongly augmented view (SpecAugment x2, time roll, optional gain).")
+    lambda_c: float = _field(1.0, "Weight of the consistency term of C's loss.")
+    consistency_threshold: float = _field(
+        0.95, "Confidence C needs on the weak view for the clip to be a target.")
+    consistency_alignment: bool = _field(
+        True, "Distribution alignment (ReMixMatch) of the consistency targets: "
+        "scale C's weak-view probabilities by uniform / (running mean of them) "
+        "before thresholding, so the targets cannot collapse onto the classes C "
+        "already favours (without it, on EmoDB, two classes lost all recall).")
+    strong_gain: float = _field(
+        0.0, "Strong view: a per-clip offset drawn from [-g, g] added to the "
+        "normalised log-mel (a gain change). 0 by default: loudness is an "
+        "emotion cue (arousal), which a gain-invariant C would learn to ignore.")
     use_translation: bool = _field(
         True, "Train E, G, D and feed translated faces to C (off: no faces used).")
     use_density_weights: bool = _field(
@@ -365,6 +397,14 @@ class LossConfig:
             raise _bad("min_reliability", self.min_reliability, "must be in [0, 1]")
         _check_choice("translated_normalizer", self.translated_normalizer,
                       TRANSLATED_NORMALIZERS)
+        _check_choice("unlabeled_normalizer", self.unlabeled_normalizer,
+                      TRANSLATED_NORMALIZERS)
+        for name in ("aux_rampup_epochs", "lambda_c", "strong_gain"):
+            if getattr(self, name) < 0:
+                raise _bad(name, getattr(self, name), "must be >= 0")
+        for name in ("judge_threshold", "consistency_threshold"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise _bad(name, getattr(self, name), "must be in [0, 1]")
         if not self.weight_temperature > 0:
             raise _bad("weight_temperature", self.weight_temperature, "must be > 0")
         if not 0 <= self.tau_min <= 1:
@@ -403,6 +443,9 @@ class GraphConfig:
         "drag C towards them and the UAR down).")
     pseudo_label_every: int = _field(
         2, "Refresh the pseudo-labels every this many epochs after warm-up.")
+    pseudo_label_agreement: bool = _field(
+        True, "Precision first: collect a clip only when its graph label and the "
+        "classifier's own prediction agree.")
     normalize_embeddings: bool = _field(
         True, "L2-normalise phi embeddings before building the graph.")
 
@@ -536,7 +579,8 @@ class ExportConfig:
 
 
 STUDY_VARIANTS = ("logreg", "supervised", "pl_label_spreading", "pl_widest_path",
-                  "translation", "translation_density", "full")
+                  "translation", "translation_density", "full", "consistency",
+                  "full_consistency")
 
 
 def _parse_numbers(name: str, values: tuple, kind, lower, upper=None) -> tuple:

@@ -19,6 +19,9 @@ one dict with explicit keys, each stream with its own per-replica batch size:
   labeled_labels   [Bl] int32 class id
   unlabeled_logmel [Bu, mels, T] float32, log-mel, normalised
   unlabeled_index  [Bu] int32, the clip's `index` in the train_unlabeled split
+  unlabeled_weak_logmel, unlabeled_strong_logmel
+                   [Bu, mels, T] float32, with --use_consistency only: the same
+                   crop without masks (weak) and strongly augmented (`strong_augment`)
 
 A stream whose split is empty (e.g. no unlabeled clips at label_fraction=1), or
 that the run does not use (faces without translation; unlabeled clips without
@@ -41,7 +44,7 @@ from i2a_tf.data.frontend import logmel_features, waveform_features
 AUTOTUNE = tf.data.AUTOTUNE
 
 # Distinct stateless-random streams per use.
-_CROP, _FREQ_MASK, _TIME_MASK, _FLIP = 1, 2, 3, 4
+_CROP, _FREQ_MASK, _TIME_MASK, _FLIP, _STRONG = 1, 2, 3, 4, 5
 
 
 def _options(deterministic: bool) -> tf.data.Options:
@@ -127,10 +130,35 @@ def spec_augment(logmel: tf.Tensor, seed: tf.Tensor, *, freq_mask_bands: int,
     return tf.where(keep, logmel, tf.zeros_like(logmel))
 
 
+def strong_augment(logmel: tf.Tensor, seed: tf.Tensor, *, freq_mask_bands: int,
+                   time_mask_frames: int, num_freq_masks: int, num_time_masks: int,
+                   gain: float) -> tf.Tensor:
+    """The strong view of consistency training: SpecAugment with twice the
+    masks of twice the width, a per-clip offset in [-gain, gain] (a gain change
+    in normalised log-mel units) and a circular time shift of up to half the
+    frames.
+
+    logmel: [B, mels, T] float32, normalised (un-augmented crop). seed: [2] int32.
+    """
+    seed = _stream_seed(seed, _STRONG)
+    masked = spec_augment(
+        logmel, seed, freq_mask_bands=2 * freq_mask_bands,
+        time_mask_frames=2 * time_mask_frames, num_freq_masks=2 * num_freq_masks,
+        num_time_masks=2 * num_time_masks)
+    batch, frames = tf.shape(logmel)[0], tf.shape(logmel)[2]
+    draws = tf.random.stateless_uniform([batch, 2], _stream_seed(seed, _CROP))
+    offset = (2.0 * draws[:, 0] - 1.0) * gain
+    shift = tf.cast(tf.floor(draws[:, 1] * tf.cast(frames // 2 + 1, tf.float32)), tf.int32)
+    positions = tf.math.floormod(tf.range(frames)[tf.newaxis, :] - shift[:, tf.newaxis],
+                                 frames)
+    rolled = tf.gather(masked, positions, axis=2, batch_dims=1)
+    return rolled + offset[:, tf.newaxis, tf.newaxis]
+
+
 def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bool,
                   batch_size: int,
                   input_context: tf.distribute.InputContext | None = None,
-                  ) -> tf.data.Dataset:
+                  views: bool = False) -> tf.data.Dataset:
     """Batches of one audio split.
 
     Training: shuffled, repeated forever, full batches only, random crops and
@@ -142,6 +170,9 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
       true_label  [B] int32 (analysis only; never feed it to a loss)
       index       [B] int32, position in the split
       speaker     [B] tf.string
+      logmel_weak, logmel_strong
+                  [B, mels, T] float32, only with `views` (training): the crop
+                  without masks and its `strong_augment`ed copy
     """
     inputs = config.input
     frontend = config.frontend
@@ -193,13 +224,22 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
         else:
             logmel = waveform_features(schema.waveform_to_float(batch["signal"]),
                                        batch["length"], statistics, frontend, crop)
+        out = {key: batch[key] for key in ("label", "true_label", "index", "speaker")}
+        if training and views:
+            shape = [None, num_mels, frontend.num_frames]
+            out["logmel_weak"] = tf.ensure_shape(logmel, shape)
+            out["logmel_strong"] = tf.ensure_shape(strong_augment(
+                logmel, seed, freq_mask_bands=inputs.freq_mask_bands,
+                time_mask_frames=inputs.time_mask_frames,
+                num_freq_masks=inputs.num_freq_masks,
+                num_time_masks=inputs.num_time_masks,
+                gain=config.loss.strong_gain), shape)
         if training and inputs.spec_augment:
             logmel = spec_augment(
                 logmel, seed, freq_mask_bands=inputs.freq_mask_bands,
                 time_mask_frames=inputs.time_mask_frames,
                 num_freq_masks=inputs.num_freq_masks,
                 num_time_masks=inputs.num_time_masks)
-        out = {key: batch[key] for key in ("label", "true_label", "index", "speaker")}
         out["logmel"] = tf.ensure_shape(logmel, [None, num_mels, frontend.num_frames])
         return out
 
@@ -274,13 +314,22 @@ def make_train_input_fn(config: Config) -> Callable[[tf.distribute.InputContext 
                 "train_labeled",
                 batch_size=_per_replica(inputs.labeled_batch_size, input_context)).map(
                     lambda b: {"labeled_logmel": b["logmel"], "labeled_labels": b["label"]})
-        uses_unlabeled = config.loss.use_translation or config.graph.use_pseudo_labels
+        consistency = config.loss.use_consistency
+        uses_unlabeled = (config.loss.use_translation or config.graph.use_pseudo_labels
+                          or consistency)
         if uses_unlabeled and data.num_examples("train_unlabeled"):
+            def unlabeled(b):
+                out = {"unlabeled_logmel": b["logmel"], "unlabeled_index": b["index"]}
+                if consistency:
+                    # true_label: for the logged target accuracy only.
+                    out.update(unlabeled_weak_logmel=b["logmel_weak"],
+                               unlabeled_strong_logmel=b["logmel_strong"],
+                               unlabeled_true_label=b["true_label"])
+                return out
             streams["unlabeled"] = audio(
-                "train_unlabeled",
-                batch_size=_per_replica(inputs.unlabeled_batch_size, input_context)).map(
-                    lambda b: {"unlabeled_logmel": b["logmel"],
-                               "unlabeled_index": b["index"]})
+                "train_unlabeled", views=consistency,
+                batch_size=_per_replica(inputs.unlabeled_batch_size, input_context)
+            ).map(unlabeled)
         zipped = tf.data.Dataset.zip(tuple(streams.values()))
         merged = zipped.map(lambda *parts: {k: v for part in parts for k, v in part.items()})
         return merged.prefetch(AUTOTUNE).with_options(_options(inputs.deterministic))

@@ -4,6 +4,7 @@ They run eagerly between steps (cross-replica context) and write into the
 model's state variables, so the compiled train step never retraces:
 
   EpochClock          model.epoch <- the epoch about to run
+  JudgeSnapshot       the frozen judge of translations <- C, once, after warm-up
   ClassBankRefresh    per-class φ banks of labeled clips, every epoch
   PseudoLabelRefresh  graph pseudo-labels of unlabeled clips, every K epochs
   EpochEvaluation     validation / test UAR per epoch of the weights that would
@@ -46,6 +47,17 @@ class EpochClock(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.epoch.assign(float(epoch))
+
+
+class JudgeSnapshot(keras.callbacks.Callback):
+    """At the start of the first full-objective epoch, copies the weights
+    training would save (the EMA when on) into the model's frozen judge of
+    translations. A run resumed later restores the judge from its checkpoint."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.model.config.train.warmup_epochs:
+            with saved_weights(self.model):
+                self.model.take_judge_snapshot()
 
 
 class ClassBankRefresh(keras.callbacks.Callback):
@@ -95,9 +107,12 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
             return
         g = self.config.graph
         self.embed = self.embed or _embed_fn(self.model)
-        labeled = run_over_split(lambda x: self.embed(x)[0], self.labeled_dataset)
-        unlabeled = run_over_split(lambda x: self.embed(x)[0], self.unlabeled_dataset)
-        embeddings = np.concatenate([labeled["outputs"], unlabeled["outputs"]])
+        # The graph is built on the classifier training would save (the EMA).
+        with saved_weights(self.model):
+            labeled = run_over_split(self.embed, self.labeled_dataset)
+            unlabeled = run_over_split(self.embed, self.unlabeled_dataset)
+        embeddings = np.concatenate([labeled["outputs_0"], unlabeled["outputs_0"]])
+        own = np.argmax(unlabeled["outputs_1"], axis=1).astype(np.int32)
         if g.normalize_embeddings:
             embeddings = embeddings / np.maximum(
                 np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
@@ -113,6 +128,8 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
         start = len(labeled["label"])
         pseudo = result.pseudo_labels.numpy()[start:]
         selected = result.selected.numpy()[start:]
+        if g.pseudo_label_agreement:
+            selected = selected & (pseudo == own)
         confidences = np.where(selected, result.confidences.numpy()[start:], 0.0)
         if g.balance_pseudo_labels:
             confidences = confidences * class_balance_factors(
@@ -120,19 +137,28 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
         self.model.set_pseudo_labels(unlabeled["index"], pseudo, confidences)
         truth = unlabeled["true_label"]
         reached = pseudo >= 0
+        # Self-training's precision at the same coverage: C's own most confident
+        # predictions, as many clips as the graph collected.
+        logits = unlabeled["outputs_1"]
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        confidence_own = (shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1)
+        top = np.argsort(-confidence_own, kind="stable")[:int(selected.sum())]
         self.last = {
             "epoch": int(epoch),
             "pseudo_label_accuracy": _fraction(pseudo[selected] == truth[selected]),
             "pseudo_label_reached_accuracy": _fraction(pseudo[reached] == truth[reached]),
             "pseudo_label_coverage": float(np.mean(selected)) if len(selected) else 0.0,
+            "self_training_accuracy": _fraction(own[top] == truth[top]),
+            "classifier_unlabeled_accuracy": _fraction(own == truth),
             "num_collected": int(selected.sum()),
             "num_unlabeled": int(len(selected)),
         }
         log.info("pseudo-labels at epoch %d: %d of %d unlabeled clips collected, "
-                 "%.0f %% of them correct (hidden labels; %.0f %% of all reached)",
+                 "%.0f %% of them correct (hidden labels; self-training at that "
+                 "coverage %.0f %%)",
                  epoch, self.last["num_collected"], self.last["num_unlabeled"],
                  100 * self.last["pseudo_label_accuracy"],
-                 100 * self.last["pseudo_label_reached_accuracy"])
+                 100 * self.last["self_training_accuracy"])
         history = []
         if os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
@@ -143,7 +169,8 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.last is not None and logs is not None:
-            for key in ("pseudo_label_accuracy", "pseudo_label_coverage"):
+            for key in ("pseudo_label_accuracy", "pseudo_label_coverage",
+                        "self_training_accuracy"):
                 logs[key] = self.last[key]
 
 
@@ -268,6 +295,8 @@ class ConsoleProgress(keras.callbacks.Callback):
     TERMS = (("c_labeled_loss", "labeled loss {:.3f}"), ("labeled_accuracy", "acc {:.2f}"),
              ("translated_accuracy", "translated acc {:.2f}"),
              ("mean_density_weight", "density w {:.2g}"),
+             ("judge_accuracy", "judge acc {:.2f}"),
+             ("consistency_mask_fraction", "consistent {:.2f}"),
              ("pseudo_label_accuracy", "pseudo-label acc {:.2f}"),
              ("pseudo_label_coverage", "coverage {:.2f}"),
              ("val_uar", "val UAR {:.3f}"), ("test_uar", "test UAR {:.3f}"))
@@ -363,7 +392,8 @@ class FiniteBackupAndRestore(keras.callbacks.BackupAndRestore):
 
 # Figures that may be NaN without the run diverging (e.g. the accuracy over
 # zero collected pseudo-labels); they never decide whether to checkpoint.
-ANALYSIS_LOGS = ("pseudo_label_accuracy", "pseudo_label_coverage", "test_uar", "val_uar")
+ANALYSIS_LOGS = ("pseudo_label_accuracy", "pseudo_label_coverage",
+                 "self_training_accuracy", "test_uar", "val_uar")
 
 
 def logs_finite(logs) -> bool:

@@ -14,12 +14,20 @@ spectrograms in one call. Three optimizers then apply the gradients of
 
   L_D = adversarial loss of D (+ optional R1)                    -> D
   L_G = adversarial loss of G + λ_cls · CE(C(s̃), y)              -> E, G
-  L_C = CE(C(x_a), y) + λ_t · Σ w CE(C(s̃), y) / Σ w   (or / M)
-                      + λ_u · Σ c CE(C(x_u), ŷ) / Σ c             -> C
+  L_C = CE(C(x_a), y) + r(t) · [ λ_t · Σ w j CE(C(s̃), y) / M
+                                 + λ_u · Σ c CE(C(x_u), ŷ) / B_u
+                                 + λ_c · Σ 1[max p ≥ τ_c] CE(C(A(x_u)), argmax p) / B_u ]
+                                                                  -> C
 
-(`--translated_normalizer=batch` divides by the number M of translated samples
-instead of DESIGN.md's Σ w, under which a lone translated sample of weight 1e-5
-weighs as much as the labeled batch.)
+r(t) ramps the auxiliary terms in after warm-up (`losses.rampup_weight`), j is
+the frozen judge's verdict on a translation (`--use_translation_judge`), and the
+consistency term (`--use_consistency`, FixMatch) takes p = C(weak view) as the
+target of a strongly augmented view A(x_u). The translated and pseudo-labeled
+terms divide by the number of samples in the batch (M, B_u) by default;
+`--translated_normalizer=weight_sum` / `--unlabeled_normalizer=weight_sum`
+restore DESIGN.md's weighted means (Σ w, Σ c), under which a lone translated
+sample of weight 1e-5 weighs as much as the labeled batch
+(docs/results/ANALYSIS.md).
 
 State the callbacks refresh lives in non-trainable variables, so the compiled
 step never retraces and `BackupAndRestore` checkpoints it with the weights:
@@ -45,8 +53,14 @@ def tracked_terms(config: Config, has_unlabeled: bool) -> tuple[str, ...]:
     compute, so a switched-off term is absent from the logs rather than a
     misleading 0."""
     names = ["loss", "c_loss", "c_labeled_loss", "labeled_accuracy"]
+    if config.loss.use_translation or (has_unlabeled and (
+            config.graph.use_pseudo_labels or config.loss.use_consistency)):
+        names.append("aux_weight")
     if config.graph.use_pseudo_labels and has_unlabeled:
         names += ["c_unlabeled_loss", "pseudo_labeled_fraction"]
+    if config.loss.use_consistency and has_unlabeled:
+        names += ["c_consistency_loss", "consistency_mask_fraction",
+                  "consistency_target_accuracy"]
     if config.loss.use_translation:
         names += ["d_loss", "g_adversarial_loss", "g_class_loss", "c_translated_loss",
                   "translated_accuracy", "mean_density_weight", "admitted_fraction"]
@@ -54,6 +68,8 @@ def tracked_terms(config: Config, has_unlabeled: bool) -> tuple[str, ...]:
             names.append("r1_penalty")
         if config.loss.use_density_weights:
             names.append("annealing_threshold")
+        if config.loss.use_translation_judge:
+            names += ["judge_accuracy", "judge_admitted_fraction"]
     return tuple(names)
 
 
@@ -105,6 +121,13 @@ class Image2Audio(keras.Model):
                 width=m.generator_width)
             self.discriminator = build_discriminator(
                 num_classes, f.num_mels, f.num_frames, width=m.discriminator_width)
+            if config.loss.use_translation_judge:
+                # The judge: C's architecture, its weights a snapshot of C at the
+                # end of warm-up (`take_judge_snapshot`); no optimizer holds them.
+                self.judge = build_classifier(
+                    num_classes, f.num_mels, f.num_frames, width=m.classifier_width,
+                    embedding_dim=m.embedding_dim, dropout=m.dropout, name="judge")
+                self.judge.trainable = False
         self.bank_size = max(int(bank_size), 1)
         self.num_unlabeled = max(int(num_unlabeled), 1)
         state = dict(trainable=False, autocast=False)
@@ -130,6 +153,11 @@ class Image2Audio(keras.Model):
         self.pseudo_confidences = self.add_weight(
             shape=(self.num_unlabeled,), initializer="zeros",
             name="pseudo_confidences", **state)
+        # Running mean of C's weak-view probabilities on unlabeled clips
+        # (distribution alignment of the consistency targets).
+        self.unlabeled_prediction_mean = self.add_weight(
+            shape=(num_classes,), initializer=keras.initializers.Constant(1 / num_classes),
+            name="unlabeled_prediction_mean", **state)
         self.trackers = {name: keras.metrics.Mean(name=name)
                          for name in tracked_terms(config, num_unlabeled > 0)}
         # Every network is functional and already built; so is the state.
@@ -177,6 +205,16 @@ class Image2Audio(keras.Model):
         """1.0 once warm-up is over, else 0.0."""
         return tf.cast(self.epoch >= float(self.config.train.warmup_epochs), tf.float32)
 
+    def aux_weight(self) -> tf.Tensor:
+        """r(t): 0 in warm-up, then ramping to 1 over `aux_rampup_epochs`."""
+        return losses.rampup_weight(self.epoch - float(self.config.train.warmup_epochs),
+                                    self.config.loss.aux_rampup_epochs)
+
+    def take_judge_snapshot(self) -> None:
+        """Copies C's current weights into the judge (called once, when the
+        full objective starts, with the weights training would save)."""
+        self.judge.set_weights(self.classifier.get_weights())
+
     def threshold(self) -> tf.Tensor:
         """τ(t) for the current epoch (τ_min when annealing is off)."""
         loss = self.config.loss
@@ -207,6 +245,7 @@ class Image2Audio(keras.Model):
         cfg = self.config.loss
         replicas = _num_replicas()
         gate = self.full_objective_gate()
+        aux = self.aux_weight()
         labeled = data["labeled_logmel"]
         labeled_labels = tf.cast(data["labeled_labels"], tf.int32)
         batches = [labeled]
@@ -226,7 +265,21 @@ class Image2Audio(keras.Model):
             num_unlabeled = tf.shape(unlabeled)[0]
         if classify_unlabeled:
             batches.append(unlabeled)
-        logs = {}
+        consistency = has_unlabeled and cfg.use_consistency
+        if consistency:
+            # Targets from the weak view in inference mode (no dropout), no gradient.
+            weak_logits = tf.stop_gradient(
+                self.classifier(data["unlabeled_weak_logmel"], training=False))
+            running_mean = None
+            if cfg.consistency_alignment:
+                batch_mean = _global_sum(tf.reduce_sum(
+                    tf.nn.softmax(tf.cast(weak_logits, tf.float32)), axis=0)) / tf.cast(
+                        tf.shape(weak_logits)[0] * replicas, tf.float32)
+                self.unlabeled_prediction_mean.assign(
+                    0.99 * self.unlabeled_prediction_mean + 0.01 * batch_mean)
+                running_mean = tf.identity(self.unlabeled_prediction_mean)
+            batches.append(data["unlabeled_strong_logmel"])
+        logs = {"aux_weight": aux} if "aux_weight" in self.trackers else {}
 
         with tf.GradientTape(persistent=True) as tape:
             if self.use_translation:
@@ -249,25 +302,56 @@ class Image2Audio(keras.Model):
             c_loss = c_labeled
             if classify_unlabeled:
                 unlabeled_logits = logits[num_labeled:num_labeled + num_unlabeled]
+                if cfg.unlabeled_normalizer == "weight_sum":
+                    unlabeled_total = _global_sum(tf.reduce_sum(confidence))
+                else:
+                    unlabeled_total = tf.cast(num_unlabeled * replicas, tf.float32)
                 c_unlabeled = losses.confidence_weighted_cross_entropy(
-                    pseudo, unlabeled_logits, confidence,
-                    _global_sum(tf.reduce_sum(confidence)))
-                c_loss += cfg.lambda_u * gate * c_unlabeled
+                    pseudo, unlabeled_logits, confidence, unlabeled_total)
+                c_loss += cfg.lambda_u * aux * c_unlabeled
                 logs["c_unlabeled_loss"] = c_unlabeled
                 logs["pseudo_labeled_fraction"] = (
                     _global_sum(tf.reduce_sum(tf.cast(confidence > 0, tf.float32)))
                     / tf.cast(num_unlabeled * replicas, tf.float32))
+            if consistency:
+                start = num_labeled + (num_unlabeled if classify_unlabeled else 0)
+                strong_logits = logits[start:start + num_unlabeled]
+                c_consistency, mask, targets = losses.consistency_cross_entropy(
+                    weak_logits, strong_logits, cfg.consistency_threshold,
+                    num_unlabeled * replicas, running_mean)
+                c_loss += cfg.lambda_c * aux * c_consistency
+                masked = _global_sum(tf.reduce_sum(mask))
+                hits = _global_sum(tf.reduce_sum(mask * tf.cast(
+                    tf.equal(targets, tf.cast(data["unlabeled_true_label"], tf.int32)),
+                    tf.float32))) if "unlabeled_true_label" in data else 0.0
+                logs.update(c_consistency_loss=c_consistency,
+                            consistency_mask_fraction=masked
+                            / tf.cast(num_unlabeled * replicas, tf.float32),
+                            consistency_target_accuracy=tf.math.divide_no_nan(
+                                hits, masked))
             if self.use_translation:
                 translated_logits = logits[-num_faces:]
                 weights, admitted = self._translation_weights(
                     tf.stop_gradient(embeddings[-num_faces:]), face_labels)
+                if cfg.use_translation_judge:
+                    judge_probabilities = tf.nn.softmax(tf.cast(self.judge(
+                        tf.stop_gradient(translated), training=False), tf.float32))
+                    intended = tf.gather(judge_probabilities, face_labels, batch_dims=1)
+                    verdict = tf.cast(intended >= cfg.judge_threshold, tf.float32)
+                    weights = weights * verdict
+                    admitted = admitted * verdict
+                    logs.update(
+                        judge_accuracy=self._accuracy(face_labels, judge_probabilities,
+                                                      global_faces),
+                        judge_admitted_fraction=_global_sum(tf.reduce_sum(verdict))
+                        / tf.cast(global_faces, tf.float32))
                 if cfg.translated_normalizer == "weight_sum":
                     translated_total = _global_sum(tf.reduce_sum(weights))
                 else:
                     translated_total = tf.cast(global_faces, tf.float32)
                 c_translated = losses.density_weighted_cross_entropy(
                     face_labels, translated_logits, weights, translated_total)
-                c_loss += cfg.lambda_t * gate * c_translated
+                c_loss += cfg.lambda_t * aux * c_translated
 
                 real = labeled
                 real_labels = labeled_labels
@@ -325,7 +409,7 @@ class Image2Audio(keras.Model):
             logs["annealing_threshold"] = self.threshold()
         # Replica losses are shares of the global loss: sum them to log it.
         for name in ("c_loss", "c_labeled_loss", "c_unlabeled_loss",
-                     "c_translated_loss", "d_loss", "r1_penalty",
+                     "c_translated_loss", "c_consistency_loss", "d_loss", "r1_penalty",
                      "g_adversarial_loss", "g_class_loss"):
             if name in logs:
                 logs[name] = _global_sum(logs[name])

@@ -105,3 +105,55 @@ def weighted_cross_entropy(labels, logits, weights, total_weight=None):
 # The names DESIGN.md uses for the two weighted terms of C's loss.
 density_weighted_cross_entropy = weighted_cross_entropy
 confidence_weighted_cross_entropy = weighted_cross_entropy
+
+
+def rampup_weight(epochs_since_warmup, rampup_epochs):
+    """Weight factor of the auxiliary terms, `exp(−5 (1 − t)²)` with
+    `t = clip((e + 1) / R, 0, 1)` for the e-th epoch after warm-up (e = 0 is
+    the first full-objective epoch), 0 before warm-up ends (e < 0), and 1 when
+    R = 0 (Laine & Aila 2017; Tarvainen & Valpola 2017).
+
+    With R = 4 the first four full-objective epochs weigh 0.06, 0.29, 0.73, 1.
+    """
+    epochs = tf.cast(epochs_since_warmup, tf.float32)
+    if rampup_epochs <= 0:
+        return tf.cast(epochs >= 0.0, tf.float32)
+    progress = tf.clip_by_value((epochs + 1.0) / float(rampup_epochs), 0.0, 1.0)
+    return tf.where(epochs >= 0.0, tf.exp(-5.0 * tf.square(1.0 - progress)), 0.0)
+
+
+def aligned_probabilities(probabilities, running_mean, target=None):
+    """Distribution alignment (Berthelot et al. 2020, ReMixMatch):
+    `p̃ = normalise(p · target / running_mean)` row by row.
+
+    probabilities: `[B, C]`; running_mean: `[C]` > 0, the running mean of p over
+    unlabeled batches; target: `[C]` class distribution to align to (default
+    uniform).
+    """
+    probabilities = tf.cast(probabilities, tf.float32)
+    running_mean = tf.cast(running_mean, tf.float32)
+    if target is None:
+        target = tf.fill(tf.shape(running_mean), 1.0 / tf.cast(tf.size(running_mean),
+                                                                tf.float32))
+    scaled = probabilities * target[tf.newaxis, :] / tf.maximum(running_mean, 1e-6)
+    return scaled / tf.reduce_sum(scaled, axis=1, keepdims=True)
+
+
+def consistency_cross_entropy(weak_logits, strong_logits, threshold, num_examples=None,
+                              running_mean=None):
+    """FixMatch's unlabeled term: `Σ_i 1[max p_i ≥ τ] CE(strong_i, argmax p_i) / B`
+    with p = softmax(weak logits) held constant (no gradient), aligned by
+    `aligned_probabilities` when `running_mean` is given.
+
+    weak_logits, strong_logits: `[B, C]` float32; threshold: τ in [0, 1];
+    num_examples: global B (default local). Returns (loss, mask `[B]` float32,
+    targets `[B]` int32).
+    """
+    probabilities = tf.nn.softmax(tf.stop_gradient(tf.cast(weak_logits, tf.float32)))
+    if running_mean is not None:
+        probabilities = aligned_probabilities(probabilities, running_mean)
+    targets = tf.argmax(probabilities, axis=1, output_type=tf.int32)
+    mask = tf.cast(tf.reduce_max(probabilities, axis=1) >= threshold, tf.float32)
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=targets, logits=tf.cast(strong_logits, tf.float32))
+    return _mean(mask * per_example, num_examples), mask, targets

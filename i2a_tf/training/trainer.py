@@ -166,6 +166,8 @@ def train(config: Config) -> dict:
     backup = callbacks_lib.FiniteBackupAndRestore(
         backup_dir(config), on_restore=lambda: reset_learning_rates(model, config))
     run_callbacks = [callbacks_lib.EpochClock()]
+    if config.loss.use_translation and config.loss.use_translation_judge:
+        run_callbacks.append(callbacks_lib.JudgeSnapshot())
     if config.loss.use_translation and config.loss.use_density_weights:
         run_callbacks.append(callbacks_lib.ClassBankRefresh(labeled))
     if config.graph.use_pseudo_labels and unlabeled is not None:
