@@ -259,6 +259,7 @@ class InputConfig:
 
 ADVERSARIAL_LOSSES = ("hinge", "non_saturating")
 TRANSLATED_NORMALIZERS = ("batch", "weight_sum")
+CONSISTENCY_TEACHERS = ("current", "ema")
 BANDWIDTH_RULE_NAMES = ("scott", "silverman", "median")
 ANNEALING_SCHEDULE_NAMES = ("linear", "cosine", "step")
 PROPAGATIONS = ("widest_path", "label_spreading")
@@ -355,6 +356,12 @@ class LossConfig:
     lambda_c: float = _field(1.0, "Weight of the consistency term of C's loss.")
     consistency_threshold: float = _field(
         0.95, "Confidence C needs on the weak view for the clip to be a target.")
+    consistency_teacher: str = _field(
+        "current", "Who predicts the consistency targets on the weak view: "
+        "'current' (C itself, FixMatch) or 'ema' (a mean teacher: an exponential "
+        "moving average of C's weights with momentum teacher_momentum, updated "
+        "every step; Tarvainen & Valpola 2017).")
+    teacher_momentum: float = _field(0.99, "Momentum of the mean teacher's weights.")
     consistency_alignment: bool = _field(
         True, "Distribution alignment (ReMixMatch) of the consistency targets: "
         "scale C's weak-view probabilities by uniform / (running mean of them) "
@@ -399,6 +406,10 @@ class LossConfig:
                       TRANSLATED_NORMALIZERS)
         _check_choice("unlabeled_normalizer", self.unlabeled_normalizer,
                       TRANSLATED_NORMALIZERS)
+        _check_choice("consistency_teacher", self.consistency_teacher,
+                      CONSISTENCY_TEACHERS)
+        if not 0 <= self.teacher_momentum < 1:
+            raise _bad("teacher_momentum", self.teacher_momentum, "must be in [0, 1)")
         for name in ("aux_rampup_epochs", "lambda_c", "strong_gain"):
             if getattr(self, name) < 0:
                 raise _bad(name, getattr(self, name), "must be >= 0")
@@ -580,7 +591,7 @@ class ExportConfig:
 
 STUDY_VARIANTS = ("logreg", "supervised", "pl_label_spreading", "pl_widest_path",
                   "translation", "translation_density", "full", "consistency",
-                  "full_consistency")
+                  "consistency_ema", "full_consistency")
 
 
 def _parse_numbers(name: str, values: tuple, kind, lower, upper=None) -> tuple:

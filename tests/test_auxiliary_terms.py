@@ -196,3 +196,21 @@ def test_distribution_alignment_by_hand():
     _, mask, targets = losses.consistency_cross_entropy(
         weak, tf.zeros([1, 3]), 0.4, running_mean=tf.constant([0.6, 0.2, 0.2]))
     assert int(targets[0]) == 1 and float(mask[0]) == 1.0
+
+
+def test_mean_teacher_follows_the_classifier_by_its_momentum():
+    model = tiny_model(tiny_config(use_consistency=True, use_translation=False,
+                                   use_pseudo_labels=False, consistency_teacher="ema",
+                                   teacher_momentum=0.9))
+    for a, b in zip(_values(model.teacher.weights), _values(model.classifier.weights)):
+        np.testing.assert_array_equal(a, b)  # starts as C
+    assert not any(v is w for v in model.trainable_variables for w in model.teacher.weights)
+    set_tiny_state(model)
+    batch = {k: v for k, v in tiny_batch().items() if not k.startswith("face")}
+    batch["unlabeled_weak_logmel"] = batch["unlabeled_logmel"]
+    batch["unlabeled_strong_logmel"] = batch["unlabeled_logmel"]
+    teacher_before = _values(model.teacher.weights)
+    model.train_step(batch)
+    for old, new, student in zip(teacher_before, _values(model.teacher.weights),
+                                 _values(model.classifier.weights)):
+        np.testing.assert_allclose(new, 0.9 * old + 0.1 * student, rtol=1e-5, atol=1e-6)

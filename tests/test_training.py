@@ -218,6 +218,9 @@ def test_main_demo_prepare_train_evaluate(tmp_path, variant):
     with open(os.path.join(workdir, "pseudo_labels.json")) as f:
         refreshes = json.load(f)
     assert [r["epoch"] for r in refreshes] == [1, 2]
+    # Each refresh reports plain self-training's precision at the same coverage.
+    assert all(0 <= r["self_training_accuracy"] <= 1 or math.isnan(r["self_training_accuracy"])
+               for r in refreshes)
     assert glob.glob(os.path.join(workdir, "logs", "run-001", "train", "events.*"))
     assert glob.glob(os.path.join(workdir, "logs", "run-001", "images", "events.*"))
     with open(os.path.join(workdir, "history.json")) as f:

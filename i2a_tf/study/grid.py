@@ -35,6 +35,8 @@ BUILTIN_VARIANTS: dict[str, tuple[str, ...] | None] = {
     # Beyond the paper: FixMatch-style consistency alone, and with the rest.
     "consistency": ("--nouse_translation", "--nouse_pseudo_labels",
                     "--use_consistency"),
+    "consistency_ema": ("--nouse_translation", "--nouse_pseudo_labels",
+                        "--use_consistency", "--consistency_teacher=ema"),
     "full_consistency": ("--use_translation", "--use_density_weights",
                          "--use_annealing", "--use_pseudo_labels",
                          "--propagation=widest_path", "--use_consistency"),

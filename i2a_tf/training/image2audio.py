@@ -112,6 +112,16 @@ class Image2Audio(keras.Model):
             [self.classifier.get_layer(EMBEDDING_LAYER).output, self.classifier.output],
             name="classifier_outputs")
         self.use_translation = config.loss.use_translation
+        self.uses_teacher = (config.loss.use_consistency
+                             and config.loss.consistency_teacher == "ema")
+        if self.uses_teacher:
+            # The mean teacher: C's architecture, its weights an EMA of C's
+            # (`_update_teacher`), starting from C's initial weights.
+            self.teacher = build_classifier(
+                num_classes, f.num_mels, f.num_frames, width=m.classifier_width,
+                embedding_dim=m.embedding_dim, dropout=m.dropout, name="teacher")
+            self.teacher.set_weights(self.classifier.get_weights())
+            self.teacher.trainable = False
         if self.use_translation:
             self.face_encoder = build_face_encoder(
                 face_size, m.encoder_width, m.face_code_dim)
@@ -268,8 +278,9 @@ class Image2Audio(keras.Model):
         consistency = has_unlabeled and cfg.use_consistency
         if consistency:
             # Targets from the weak view in inference mode (no dropout), no gradient.
+            predictor = self.teacher if self.uses_teacher else self.classifier
             weak_logits = tf.stop_gradient(
-                self.classifier(data["unlabeled_weak_logmel"], training=False))
+                predictor(data["unlabeled_weak_logmel"], training=False))
             running_mean = None
             if cfg.consistency_alignment:
                 batch_mean = _global_sum(tf.reduce_sum(
@@ -394,6 +405,8 @@ class Image2Audio(keras.Model):
 
         self._apply(self.classifier_optimizer, tape, scaled_c,
                     self.classifier.trainable_variables)
+        if self.uses_teacher:
+            self._update_teacher()
         total = c_loss
         if self.use_translation:
             self._apply(self.generator_optimizer, tape, scaled_g,
@@ -417,6 +430,13 @@ class Image2Audio(keras.Model):
         for name, value in logs.items():
             self.trackers[name].update_state(value)
         return {name: self.trackers[name].result() for name in logs}
+
+    def _update_teacher(self):
+        """teacher ← m · teacher + (1 − m) · C, weight by weight (C's
+        non-trainable weights, if any, are copied alike)."""
+        momentum = self.config.loss.teacher_momentum
+        for teacher, student in zip(self.teacher.weights, self.classifier.weights):
+            teacher.assign(momentum * teacher + (1.0 - momentum) * student)
 
     def _apply(self, optimizer, tape, loss, variables):
         gradients = tape.gradient(loss, variables)
