@@ -262,7 +262,7 @@ TRANSLATED_NORMALIZERS = ("batch", "weight_sum")
 CONSISTENCY_TEACHERS = ("current", "ema")
 BANDWIDTH_RULE_NAMES = ("scott", "silverman", "median")
 ANNEALING_SCHEDULE_NAMES = ("linear", "cosine", "step")
-PROPAGATIONS = ("widest_path", "label_spreading")
+PROPAGATIONS = ("widest_path", "label_spreading", "self_training")
 EDGE_STRENGTHS = ("min_endpoint", "midpoint")
 SELECTIONS = ("top_fraction", "threshold")
 STRATEGIES = ("default", "mirrored")
@@ -431,7 +431,9 @@ class GraphConfig:
     use_pseudo_labels: bool = _field(
         True, "Pseudo-label unlabeled clips on a kNN graph of phi embeddings.")
     propagation: str = _field(
-        "widest_path", f"Label propagation: {', '.join(PROPAGATIONS)}.")
+        "widest_path", f"Label propagation: {', '.join(PROPAGATIONS)} "
+        "(self_training: no graph, C's own predictions, the baseline a graph "
+        "must beat).")
     knn_k: int = _field(10, "Neighbours per node of the kNN graph.")
     edge_strength: str = _field(
         "min_endpoint", f"Edge strength (widest path): {', '.join(EDGE_STRENGTHS)}.")
@@ -590,8 +592,8 @@ class ExportConfig:
 
 
 STUDY_VARIANTS = ("logreg", "supervised", "pl_label_spreading", "pl_widest_path",
-                  "translation", "translation_density", "full", "consistency",
-                  "consistency_ema", "full_consistency")
+                  "pl_self_training", "translation", "translation_density", "full",
+                  "consistency", "consistency_ema", "full_consistency")
 
 
 def _parse_numbers(name: str, values: tuple, kind, lower, upper=None) -> tuple:

@@ -214,3 +214,39 @@ def test_mean_teacher_follows_the_classifier_by_its_momentum():
     for old, new, student in zip(teacher_before, _values(model.teacher.weights),
                                  _values(model.classifier.weights)):
         np.testing.assert_allclose(new, 0.9 * old + 0.1 * student, rtol=1e-5, atol=1e-6)
+
+
+def _split(n, labeled, seed):
+    rng = np.random.default_rng(seed)
+    truth = (np.arange(n) % 3).astype(np.int32)
+    return tf.data.Dataset.from_tensor_slices({
+        "logmel": rng.standard_normal([n, MELS, FRAMES]).astype(np.float32),
+        "label": truth if labeled else np.full(n, -1, np.int32),
+        "true_label": truth, "index": np.arange(n, dtype=np.int32)}).batch(4)
+
+
+@pytest.mark.parametrize("propagation", ["self_training", "widest_path"])
+def test_pseudo_labels_agree_with_the_classifier(tmp_path, propagation):
+    """Precision first: every collected clip's pseudo-label is C's own
+    prediction (self-training by construction; the graph by agreement), and
+    the refresh reports self-training's precision beside the graph's."""
+    config = tiny_config(use_translation=False, propagation=propagation,
+                         pseudo_label_top_fraction=1.0, pseudo_label_agreement=True,
+                         knn_k=3, workdir=str(tmp_path))
+    model = tiny_model(config)
+    refresh = callbacks_lib.PseudoLabelRefresh(config, _split(6, True, 1),
+                                               _split(NUM_UNLABELED, False, 2))
+    refresh.set_model(model)
+    # One step: the weight average (what the refresh embeds with) is filled
+    # at the first update.
+    model.train_step({k: v for k, v in tiny_batch().items() if k.startswith("labeled")})
+    refresh.on_epoch_begin(config.train.warmup_epochs)
+    unlabeled = next(iter(_split(NUM_UNLABELED, False, 2).unbatch().batch(64)))
+    with callbacks_lib.saved_weights(model):
+        own = np.argmax(model.classifier(unlabeled["logmel"]).numpy(), axis=1)
+    collected = model.pseudo_confidences.numpy() > 0
+    np.testing.assert_array_equal(model.pseudo_labels.numpy()[collected], own[collected])
+    if propagation == "self_training":
+        assert collected.any()
+    assert set(refresh.last) >= {"pseudo_label_accuracy", "self_training_accuracy",
+                                 "classifier_unlabeled_accuracy"}

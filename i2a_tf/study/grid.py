@@ -22,6 +22,8 @@ BUILTIN_VARIANTS: dict[str, tuple[str, ...] | None] = {
                            "--propagation=label_spreading", "--nouse_consistency"),
     "pl_widest_path": ("--nouse_translation", "--use_pseudo_labels",
                        "--propagation=widest_path", "--nouse_consistency"),
+    "pl_self_training": ("--nouse_translation", "--use_pseudo_labels",
+                         "--propagation=self_training", "--nouse_consistency"),
     "translation": ("--use_translation", "--nouse_density_weights",
                     "--nouse_annealing", "--nouse_pseudo_labels",
                     "--nouse_consistency"),
@@ -48,7 +50,11 @@ LABELS = {
     "pl_widest_path": "+ pseudo-labels (widest path)",
     "translation": "+ translated faces (weight 1)",
     "translation_density": "+ translated faces, density weights, annealing",
-    "full": "full method",
+    "full": "full method (the paper's three components)",
+    "pl_self_training": "+ pseudo-labels (self-training, no graph)",
+    "consistency": "+ consistency (FixMatch, distribution alignment)",
+    "consistency_ema": "+ consistency, mean-teacher targets",
+    "full_consistency": "full method + consistency",
 }
 BASELINE = "supervised"
 QUICK_VARIANTS = ("logreg", "supervised", "full")

@@ -112,25 +112,39 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
             labeled = run_over_split(self.embed, self.labeled_dataset)
             unlabeled = run_over_split(self.embed, self.unlabeled_dataset)
         embeddings = np.concatenate([labeled["outputs_0"], unlabeled["outputs_0"]])
-        own = np.argmax(unlabeled["outputs_1"], axis=1).astype(np.int32)
+        logits = unlabeled["outputs_1"]
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+        own = np.argmax(probabilities, axis=1).astype(np.int32)
         if g.normalize_embeddings:
             embeddings = embeddings / np.maximum(
                 np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         labels = np.concatenate([labeled["label"],
                                  np.full(len(unlabeled["label"]), -1, np.int32)])
-        k = min(g.knn_k, len(labels) - 1)
-        result = graph.pseudo_labels_from_embeddings(
-            embeddings, labels, self.model.num_classes, method=g.propagation, k=k,
-            edge_strength_mode=g.edge_strength,
-            bandwidth=bandwidth_setting(g.graph_bandwidth),
-            selection=g.pseudo_label_selection, threshold=g.pseudo_label_threshold,
-            top_fraction=g.pseudo_label_top_fraction, alpha=g.spreading_alpha)
         start = len(labeled["label"])
-        pseudo = result.pseudo_labels.numpy()[start:]
-        selected = result.selected.numpy()[start:]
+        if g.propagation == "self_training":
+            # No graph: C's own predictions, collected by the same rules.
+            scores = probabilities.astype(np.float32)
+            unlabeled_only = np.full(len(own), -1, np.int32)
+            pseudo = own
+            selected = graph.select_pseudo_labels(
+                scores, unlabeled_only, g.pseudo_label_selection,
+                g.pseudo_label_threshold, g.pseudo_label_top_fraction).numpy()
+            margins = graph.pseudo_label_confidences(scores).numpy()
+        else:
+            k = min(g.knn_k, len(labels) - 1)
+            result = graph.pseudo_labels_from_embeddings(
+                embeddings, labels, self.model.num_classes, method=g.propagation, k=k,
+                edge_strength_mode=g.edge_strength,
+                bandwidth=bandwidth_setting(g.graph_bandwidth),
+                selection=g.pseudo_label_selection, threshold=g.pseudo_label_threshold,
+                top_fraction=g.pseudo_label_top_fraction, alpha=g.spreading_alpha)
+            pseudo = result.pseudo_labels.numpy()[start:]
+            selected = result.selected.numpy()[start:]
+            margins = result.confidences.numpy()[start:]
         if g.pseudo_label_agreement:
             selected = selected & (pseudo == own)
-        confidences = np.where(selected, result.confidences.numpy()[start:], 0.0)
+        confidences = np.where(selected, margins, 0.0)
         if g.balance_pseudo_labels:
             confidences = confidences * class_balance_factors(
                 pseudo, selected & (confidences > 0), self.model.num_classes)
@@ -139,10 +153,7 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
         reached = pseudo >= 0
         # Self-training's precision at the same coverage: C's own most confident
         # predictions, as many clips as the graph collected.
-        logits = unlabeled["outputs_1"]
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        confidence_own = (shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1)
-        top = np.argsort(-confidence_own, kind="stable")[:int(selected.sum())]
+        top = np.argsort(-probabilities.max(axis=1), kind="stable")[:int(selected.sum())]
         self.last = {
             "epoch": int(epoch),
             "pseudo_label_accuracy": _fraction(pseudo[selected] == truth[selected]),
@@ -202,7 +213,9 @@ def saved_weights(model):
     `finalize_variable_values` writes at the end); the raw weights come back
     after."""
     optimizer = model.classifier_optimizer
-    if not optimizer.use_ema:
+    # Before the first update the average is not filled yet (zeros): the raw
+    # weights are the ones training would save.
+    if not optimizer.use_ema or int(optimizer.iterations.numpy()) == 0:
         yield
         return
     variables = model.classifier.trainable_variables
