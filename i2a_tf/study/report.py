@@ -25,9 +25,14 @@ from i2a_tf.data.inversion import logmel_to_waveform, write_wav  # noqa: E402
 from i2a_tf.study import statistics  # noqa: E402
 
 CURVES = (("labeled_accuracy", "labeled accuracy (C, train batches)"),
+          ("test_uar", "test UAR (saved weights; analysis only)"),
+          ("aux_weight", "ramp r(t) of the auxiliary terms"),
           ("translated_accuracy", "translated accuracy (C on G's output)"),
-          ("mean_density_weight", "mean density weight of translations"),
-          ("pseudo_label_accuracy", "pseudo-label accuracy (last refresh)"))
+          ("judge_accuracy", "translated accuracy by the frozen judge"),
+          ("mean_density_weight", "mean weight of translations in C's loss"),
+          ("pseudo_label_accuracy", "pseudo-label accuracy (last refresh)"),
+          ("self_training_accuracy", "self-training accuracy at that coverage"),
+          ("consistency_target_accuracy", "consistency target accuracy"))
 AUDIO_TRANSLATIONS = 3  # translations per class in translated_<class>.wav
 _GAP_SECONDS = 0.4
 
@@ -111,7 +116,7 @@ def plot_training_curves(histories: dict[str, list[dict]], path: str) -> None:
     """Per variant, the mean over its runs (folds, seeds) of each of CURVES
     per epoch, from the runs' history.json. A variant without a curve (e.g.
     supervised has no translations) is left out of that panel."""
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    fig, axes = plt.subplots(3, 3, figsize=(15, 10))
     colours = _colours(statistics.table_order(list(histories)))
     for ax, (key, title) in zip(axes.ravel(), CURVES):
         drawn = False
