@@ -112,8 +112,12 @@ class ServingModule(tf.Module):
         # `saved_model_cli run` use fails with "Could not find variable"
         # (keras-team/keras#19274, tensorflow/tensorflow#72963); with both
         # tracked, every weight is stored twice (keras-team/keras#23553).
-        self._variables = list({id(v): v for function in self.signatures().values()
-                                for v in function.variables}.values())
+        # Sorted by name (then shape), not in capture order, which varies
+        # between processes: the same weights give the same SavedModel bytes.
+        self._variables = sorted(
+            {id(v): v for function in self.signatures().values()
+             for v in function.variables}.values(),
+            key=lambda v: (v.name, tuple(v.shape)))
 
     def signatures(self) -> dict:
         return {WAVEFORM_SIGNATURE: self.serve_waveform.get_concrete_function(),
