@@ -81,6 +81,14 @@ def _global_sum(value: tf.Tensor) -> tf.Tensor:
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
+def _denominator(normalizer: str, weights: tf.Tensor, global_count) -> tf.Tensor:
+    """A weighted term's denominator: the global Σ weights ('weight_sum') or
+    the global number of samples ('batch')."""
+    if normalizer == "weight_sum":
+        return _global_sum(tf.reduce_sum(weights))
+    return tf.cast(global_count, tf.float32)
+
+
 def _num_replicas() -> int:
     context = tf.distribute.get_replica_context()
     return 1 if context is None else context.num_replicas_in_sync
@@ -103,9 +111,12 @@ class Image2Audio(keras.Model):
         self.config = config
         self.num_classes = num_classes
         m, f = config.model, config.frontend
-        self.classifier = build_classifier(
-            num_classes, f.num_mels, f.num_frames, width=m.classifier_width,
-            embedding_dim=m.embedding_dim, dropout=m.dropout)
+        def classifier_like(name):
+            return build_classifier(
+                num_classes, f.num_mels, f.num_frames, width=m.classifier_width,
+                embedding_dim=m.embedding_dim, dropout=m.dropout, name=name)
+
+        self.classifier = classifier_like("classifier")
         # φ and C in one forward pass (shared layers).
         self.classifier_outputs = keras.Model(
             self.classifier.input,
@@ -117,9 +128,7 @@ class Image2Audio(keras.Model):
         if self.uses_teacher:
             # The mean teacher: C's architecture, its weights an EMA of C's
             # (`_update_teacher`), starting from C's initial weights.
-            self.teacher = build_classifier(
-                num_classes, f.num_mels, f.num_frames, width=m.classifier_width,
-                embedding_dim=m.embedding_dim, dropout=m.dropout, name="teacher")
+            self.teacher = classifier_like("teacher")
             self.teacher.set_weights(self.classifier.get_weights())
             self.teacher.trainable = False
         if self.use_translation:
@@ -134,9 +143,7 @@ class Image2Audio(keras.Model):
             if config.loss.use_translation_judge:
                 # The judge: C's architecture, its weights a snapshot of C at the
                 # end of warm-up (`take_judge_snapshot`); no optimizer holds them.
-                self.judge = build_classifier(
-                    num_classes, f.num_mels, f.num_frames, width=m.classifier_width,
-                    embedding_dim=m.embedding_dim, dropout=m.dropout, name="judge")
+                self.judge = classifier_like("judge")
                 self.judge.trainable = False
         self.bank_size = max(int(bank_size), 1)
         self.num_unlabeled = max(int(num_unlabeled), 1)
@@ -313,12 +320,9 @@ class Image2Audio(keras.Model):
             c_loss = c_labeled
             if classify_unlabeled:
                 unlabeled_logits = logits[num_labeled:num_labeled + num_unlabeled]
-                if cfg.unlabeled_normalizer == "weight_sum":
-                    unlabeled_total = _global_sum(tf.reduce_sum(confidence))
-                else:
-                    unlabeled_total = tf.cast(num_unlabeled * replicas, tf.float32)
                 c_unlabeled = losses.confidence_weighted_cross_entropy(
-                    pseudo, unlabeled_logits, confidence, unlabeled_total)
+                    pseudo, unlabeled_logits, confidence, _denominator(
+                        cfg.unlabeled_normalizer, confidence, num_unlabeled * replicas))
                 c_loss += cfg.lambda_u * aux * c_unlabeled
                 logs["c_unlabeled_loss"] = c_unlabeled
                 logs["pseudo_labeled_fraction"] = (
@@ -356,12 +360,9 @@ class Image2Audio(keras.Model):
                                                       global_faces),
                         judge_admitted_fraction=_global_sum(tf.reduce_sum(verdict))
                         / tf.cast(global_faces, tf.float32))
-                if cfg.translated_normalizer == "weight_sum":
-                    translated_total = _global_sum(tf.reduce_sum(weights))
-                else:
-                    translated_total = tf.cast(global_faces, tf.float32)
                 c_translated = losses.density_weighted_cross_entropy(
-                    face_labels, translated_logits, weights, translated_total)
+                    face_labels, translated_logits, weights, _denominator(
+                        cfg.translated_normalizer, weights, global_faces))
                 c_loss += cfg.lambda_t * aux * c_translated
 
                 real = labeled
