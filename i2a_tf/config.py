@@ -266,6 +266,7 @@ PROPAGATIONS = ("widest_path", "label_spreading", "self_training")
 EDGE_STRENGTHS = ("min_endpoint", "midpoint")
 SELECTIONS = ("top_fraction", "threshold")
 STRATEGIES = ("default", "mirrored")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def _check_bandwidth(name: str, value: str) -> None:
@@ -342,6 +343,13 @@ class LossConfig:
         4, "Epochs after warm-up over which the weights of the auxiliary terms "
         "(translated, pseudo-labeled, consistency) ramp from ~0 to their lambda "
         "along exp(-5 (1 - t)^2) (Laine & Aila 2017); 0 = full weight at once.")
+    label_smoothing: float = _field(
+        0.0, "Label smoothing epsilon of C's labeled term (target (1 - eps) "
+        "one_hot(y) + eps / C); 0 = off.")
+    mixup_alpha: float = _field(
+        0.0, "Mixup of C's labeled batch (Zhang et al. 2018): each labeled clip is "
+        "mixed with a permuted partner by max(l, 1 - l), l ~ Beta(alpha, alpha), "
+        "and scored against the mixed target; 0 = off.")
     use_translation_judge: bool = _field(
         True, "Admit a translated sample into C's loss only when a frozen "
         "snapshot of C taken at the end of warm-up (the judge, which neither C "
@@ -410,7 +418,9 @@ class LossConfig:
                       CONSISTENCY_TEACHERS)
         if not 0 <= self.teacher_momentum < 1:
             raise _bad("teacher_momentum", self.teacher_momentum, "must be in [0, 1)")
-        for name in ("aux_rampup_epochs", "lambda_c", "strong_gain"):
+        if not 0 <= self.label_smoothing < 1:
+            raise _bad("label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        for name in ("aux_rampup_epochs", "lambda_c", "strong_gain", "mixup_alpha"):
             if getattr(self, name) < 0:
                 raise _bad(name, getattr(self, name), "must be >= 0")
         for name in ("judge_threshold", "consistency_threshold"):
@@ -489,6 +499,10 @@ class TrainConfig:
     steps_per_epoch: int = _field(40, "Training steps per epoch.")
     classifier_lr: float = _field(1e-3, "AdamW learning rate of C.")
     weight_decay: float = _field(0.05, "AdamW weight decay of C.")
+    lr_schedule: str = _field(
+        "constant", "C's learning rate over training: 'constant', or 'cosine' "
+        "(from classifier_lr down to 0 over epochs x steps_per_epoch, "
+        "Loshchilov & Hutter 2017).")
     ema_momentum: float = _field(
         0.99, "Momentum of an exponential moving average of C's weights, kept by "
         "its optimizer; without a validation split the average is the classifier "
@@ -524,6 +538,7 @@ class TrainConfig:
         if not 0 <= self.gan_beta_1 < 1:
             raise _bad("gan_beta_1", self.gan_beta_1, "must be in [0, 1)")
         _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.jit_compile and self.strategy == "mirrored":
             raise _bad("jit_compile", self.jit_compile,
                        "XLA under --strategy=mirrored fails on CPU logical devices "

@@ -56,6 +56,9 @@ def test_round_trip_through_json(tmp_path):
     ({"model_name": ".hidden"}, "--model_name=.hidden: must be a non-empty folder name"),
     ({"export_version": -1}, "--export_version=-1: must be a positive version"),
     ({"representative_clips": 0}, "--representative_clips=0: must be >= 1"),
+    ({"mixup_alpha": -0.1}, "--mixup_alpha=-0.1: must be >= 0"),
+    ({"label_smoothing": 1.0}, "--label_smoothing=1.0: must be in [0, 1)"),
+    ({"lr_schedule": "step"}, "--lr_schedule=step: must be one of constant, cosine"),
 ])
 def test_bad_values_name_the_flag(values, message):
     with pytest.raises(config_lib.ConfigError) as error:

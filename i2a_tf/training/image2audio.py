@@ -258,6 +258,16 @@ class Image2Audio(keras.Model):
         start = tf.cast(replica, tf.int32) * batch_size
         return noise[start:start + batch_size]
 
+    def _step_seed(self, stream: int) -> tf.Tensor:
+        """A stateless seed `[2]` for this step, replica and random `stream`:
+        a function of --seed, the step count and the replica only."""
+        context = tf.distribute.get_replica_context()
+        replica = 0 if context is None else context.replica_id_in_sync_group
+        seed = tf.stack([tf.constant(self.config.data.seed, tf.int64),
+                         tf.cast(self.classifier_optimizer.iterations, tf.int64)])
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
+        return tf.random.experimental.stateless_fold_in(seed, stream)
+
     def train_step(self, data):
         cfg = self.config.loss
         replicas = _num_replicas()
@@ -266,6 +276,11 @@ class Image2Audio(keras.Model):
         labeled = data["labeled_logmel"]
         labeled_labels = tf.cast(data["labeled_labels"], tf.int32)
         batches = [labeled]
+        if cfg.mixup_alpha > 0:
+            # C sees mixed labeled clips; D keeps judging the real ones.
+            mixed, partner_labels, mix = losses.mixup(
+                labeled, labeled_labels, cfg.mixup_alpha, self._step_seed(stream=1))
+            batches = [mixed]
         num_labeled = tf.shape(labeled)[0]
         global_labeled = num_labeled * replicas
         has_unlabeled = "unlabeled_logmel" in data
@@ -315,8 +330,13 @@ class Image2Audio(keras.Model):
             spectrograms = tf.concat(batches, axis=0)
             embeddings, logits = self.classifier_outputs(spectrograms, training=True)
             labeled_logits = logits[:num_labeled]
-            c_labeled = losses.cross_entropy(labeled_labels, labeled_logits,
-                                             global_labeled)
+            if cfg.mixup_alpha > 0:
+                c_labeled = losses.mixed_cross_entropy(
+                    labeled_labels, partner_labels, mix, labeled_logits,
+                    global_labeled, cfg.label_smoothing)
+            else:
+                c_labeled = losses.cross_entropy(labeled_labels, labeled_logits,
+                                                 global_labeled, cfg.label_smoothing)
             c_loss = c_labeled
             if classify_unlabeled:
                 unlabeled_logits = logits[num_labeled:num_labeled + num_unlabeled]

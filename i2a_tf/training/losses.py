@@ -70,14 +70,63 @@ def r1_penalty(real_input_gradients, gamma, num_real=None):
     return 0.5 * tf.cast(gamma, tf.float32) * _mean(squared, num_real)
 
 
-def cross_entropy(labels, logits, num_examples=None):
-    """`mean_i −log softmax(logits_i)[y_i]`.
+def _per_example_cross_entropy(labels, logits, label_smoothing=0.0):
+    """`−(1 − ε) log p[y] − ε mean_c log p[c]` per row, p = softmax(logits):
+    the cross entropy with the target (1 − ε) one_hot(y) + ε / C."""
+    logits = tf.cast(logits, tf.float32)
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=logits)
+    if not label_smoothing:
+        return per_example
+    uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=1)
+    return (1.0 - label_smoothing) * per_example + label_smoothing * uniform
+
+
+def cross_entropy(labels, logits, num_examples=None, label_smoothing=0.0):
+    """`mean_i −log softmax(logits_i)[y_i]` (with `label_smoothing` ε > 0,
+    against the target (1 − ε) one_hot(y) + ε / C).
 
     labels: `[B]` int class ids in [0, C); logits: `[B, C]` float32;
     num_examples: global batch size (default B).
     """
-    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
+    return _mean(_per_example_cross_entropy(labels, logits, label_smoothing),
+                 num_examples)
+
+
+def mixup(inputs, labels, alpha, seed):
+    """Mixup (Zhang et al. 2018) within a batch: `x̃_i = m_i x_i + (1 − m_i)
+    x_π(i)` for a seeded permutation π and `m_i = max(λ_i, 1 − λ_i)`,
+    λ_i ~ Beta(α, α), so that y_i stays the dominant label of x̃_i.
+
+    inputs: `[B, ...]` float32; labels: `[B]` int; alpha > 0; seed: `[2]`
+    int (stateless). Returns (mixed inputs, partner labels y_π(i), m `[B]`).
+    """
+    inputs = tf.cast(inputs, tf.float32)
+    size = tf.shape(inputs)[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+    order = tf.argsort(tf.random.stateless_uniform([size], seeds[0]))
+    gammas = tf.random.stateless_gamma([2, size], seeds[1], alpha=float(alpha))
+    mix = gammas[0] / tf.maximum(gammas[0] + gammas[1], 1e-12)
+    mix = tf.maximum(mix, 1.0 - mix)
+    shape = tf.concat([[size], tf.ones([tf.rank(inputs) - 1], tf.int32)], axis=0)
+    mixed = (tf.reshape(mix, shape) * inputs
+             + tf.reshape(1.0 - mix, shape) * tf.gather(inputs, order))
+    return mixed, tf.gather(labels, order), mix
+
+
+def mixed_cross_entropy(labels, partner_labels, mix, logits, num_examples=None,
+                        label_smoothing=0.0):
+    """Mixup's loss `mean_i m_i CE(y_i) + (1 − m_i) CE(y_π(i))` (the cross
+    entropy against the mixed target), with `label_smoothing` as
+    `cross_entropy`'s.
+
+    labels, partner_labels: `[B]` int; mix: `[B]` float32 in [0.5, 1];
+    logits: `[B, C]`; num_examples: global B (default local).
+    """
+    mix = tf.cast(mix, tf.float32)
+    per_example = (mix * _per_example_cross_entropy(labels, logits, label_smoothing)
+                   + (1.0 - mix) * _per_example_cross_entropy(
+                       partner_labels, logits, label_smoothing))
     return _mean(per_example, num_examples)
 
 

@@ -49,7 +49,8 @@ def build_model(config: Config, *, num_classes: int, face_size: int,
                         num_unlabeled=num_unlabeled, bank_size=bank_size)
     gan = dict(beta_1=train.gan_beta_1, beta_2=0.999)
     optimizers = [
-        keras.optimizers.AdamW(train.classifier_lr, weight_decay=train.weight_decay,
+        keras.optimizers.AdamW(classifier_learning_rate(config),
+                               weight_decay=train.weight_decay,
                                use_ema=train.ema_momentum > 0,
                                ema_momentum=train.ema_momentum or 0.99),
         keras.optimizers.Adam(train.generator_lr, **gan),
@@ -61,11 +62,22 @@ def build_model(config: Config, *, num_classes: int, face_size: int,
     return model
 
 
+def classifier_learning_rate(config: Config):
+    """C's learning rate: `classifier_lr`, or with `--lr_schedule=cosine` a
+    schedule from it to 0 over the run's steps (a function of the optimizer's
+    step count, so a resumed run continues where it stopped)."""
+    train = config.train
+    if train.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            train.classifier_lr, decay_steps=train.epochs * train.steps_per_epoch)
+    return train.classifier_lr
+
+
 def reset_learning_rates(model: Image2Audio, config: Config) -> None:
     """Sets the optimizers' learning rates from `config`. A restored checkpoint
     carries the rates it was saved with; a resumed run uses the flags'."""
     train = config.train
-    model.classifier_optimizer.learning_rate = train.classifier_lr
+    model.classifier_optimizer.learning_rate = classifier_learning_rate(config)
     if model.use_translation:
         model.generator_optimizer.learning_rate = train.generator_lr
         model.discriminator_optimizer.learning_rate = train.discriminator_lr
