@@ -326,6 +326,10 @@ class LossConfig:
     r1_gamma: float = _field(0.0, "R1 penalty weight on D's real inputs (0 = off).")
     lambda_cls: float = _field(
         1.0, "Weight of the class-consistency CE(C(G(...)), y) in G's loss.")
+    lambda_diversity: float = _field(
+        0.0, "Weight of a mode-seeking term in G's loss (Mao et al. 2019): "
+        "1 / (output distance / input distance) over pairs of faces of one class "
+        "in the batch, so translations depend on the face and noise; 0 = off.")
     lambda_t: float = _field(1.0, "Weight of the translated-sample term of C's loss.")
     lambda_u: float = _field(1.0, "Weight of the pseudo-labeled term of C's loss.")
     translated_normalizer: str = _field(
@@ -420,7 +424,8 @@ class LossConfig:
             raise _bad("teacher_momentum", self.teacher_momentum, "must be in [0, 1)")
         if not 0 <= self.label_smoothing < 1:
             raise _bad("label_smoothing", self.label_smoothing, "must be in [0, 1)")
-        for name in ("aux_rampup_epochs", "lambda_c", "strong_gain", "mixup_alpha"):
+        for name in ("aux_rampup_epochs", "lambda_c", "strong_gain", "mixup_alpha",
+                     "lambda_diversity"):
             if getattr(self, name) < 0:
                 raise _bad(name, getattr(self, name), "must be >= 0")
         for name in ("judge_threshold", "consistency_threshold"):

@@ -83,3 +83,33 @@ def test_train_step_with_mixup_and_smoothing_is_seeded():
     for a, b in zip(mixed_weights, again_weights):
         np.testing.assert_array_equal(a, b)
     assert mixed_loss != plain_loss
+
+
+def test_mode_seeking_loss_by_hand():
+    # Sorted by label: pairs (0, 1) of class 0 and (2, 3) of class 1; (1, 2) crosses.
+    outputs = tf.constant([[0.0, 0.0], [2.0, 2.0], [5.0, 5.0], [5.0, 6.0]])
+    codes = tf.constant([[0.0], [1.0], [9.0], [11.0]])
+    labels = tf.constant([0, 0, 1, 1])
+    # Ratios: |2 - 0| / 1 = 2 and mean(0, 1) / 2 = 0.25; mean 1.125.
+    value = losses.mode_seeking_loss(outputs, codes, labels, eps=0.0)
+    assert float(value) == pytest.approx(1 / 1.125, rel=1e-6)
+    # The batch order does not matter (it is sorted by label first).
+    shuffled = [2, 0, 3, 1]
+    again = losses.mode_seeking_loss(tf.gather(outputs, shuffled), tf.gather(codes, shuffled),
+                                     tf.gather(labels, shuffled), eps=0.0)
+    assert float(again) == pytest.approx(float(value), rel=1e-6)
+    # No class with two examples: 0.
+    assert float(losses.mode_seeking_loss(outputs[:2], codes[:2], [0, 1])) == 0.0
+    # Collapsed outputs (identical within a class) are penalised hardest.
+    collapsed = losses.mode_seeking_loss(tf.constant([[1.0], [1.0], [3.0], [3.0]]),
+                                         codes, labels)
+    assert float(collapsed) > 1e4
+
+
+def test_diversity_term_reaches_the_generator():
+    tf.keras.utils.set_random_seed(3)
+    config = tiny_config(lambda_diversity=1.0)
+    model = tiny_model(config)
+    logs = model.train_step(tiny_batch(global_batch=6))
+    assert float(logs["g_diversity_loss"]) > 0
+    assert "g_diversity_loss" not in tiny_model(tiny_config()).trackers

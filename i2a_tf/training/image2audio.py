@@ -66,6 +66,8 @@ def tracked_terms(config: Config, has_unlabeled: bool) -> tuple[str, ...]:
                   "translated_accuracy", "mean_density_weight", "admitted_fraction"]
         if config.loss.r1_gamma > 0:
             names.append("r1_penalty")
+        if config.loss.lambda_diversity > 0:
+            names.append("g_diversity_loss")
         if config.loss.use_density_weights:
             names.append("annealing_threshold")
         if config.loss.use_translation_judge:
@@ -320,7 +322,8 @@ class Image2Audio(keras.Model):
                 face_labels = tf.cast(data["face_labels"], tf.int32)
                 num_faces = tf.shape(faces)[0]
                 global_faces = num_faces * replicas
-                generator_inputs = [self.face_encoder(faces, training=True), face_labels]
+                face_codes = self.face_encoder(faces, training=True)
+                generator_inputs = [face_codes, face_labels]
                 if self.config.model.noise_dim:
                     generator_inputs.append(self._noise(num_faces))
                 # float32 whatever the compute policy: it joins the real clips.
@@ -410,6 +413,13 @@ class Image2Audio(keras.Model):
                 g_class = losses.cross_entropy(face_labels, translated_logits,
                                                global_faces)
                 g_loss = g_adversarial + cfg.lambda_cls * gate * g_class
+                if cfg.lambda_diversity > 0:
+                    # Local pairs; / replicas so the summed gradients average them.
+                    g_diversity = losses.mode_seeking_loss(
+                        translated, tf.concat(generator_inputs[:1] + generator_inputs[2:],
+                                              axis=1), face_labels) / float(replicas)
+                    g_loss += cfg.lambda_diversity * g_diversity
+                    logs["g_diversity_loss"] = g_diversity
                 scaled_g = self.generator_optimizer.scale_loss(g_loss)
                 scaled_d = self.discriminator_optimizer.scale_loss(d_loss)
                 logs.update(d_loss=d_loss, g_adversarial_loss=g_adversarial,
@@ -444,7 +454,7 @@ class Image2Audio(keras.Model):
         # Replica losses are shares of the global loss: sum them to log it.
         for name in ("c_loss", "c_labeled_loss", "c_unlabeled_loss",
                      "c_translated_loss", "c_consistency_loss", "d_loss", "r1_penalty",
-                     "g_adversarial_loss", "g_class_loss"):
+                     "g_adversarial_loss", "g_class_loss", "g_diversity_loss"):
             if name in logs:
                 logs[name] = _global_sum(logs[name])
         logs["loss"] = _global_sum(total)

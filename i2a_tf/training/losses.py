@@ -206,3 +206,30 @@ def consistency_cross_entropy(weak_logits, strong_logits, threshold, num_example
     per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=targets, logits=tf.cast(strong_logits, tf.float32))
     return _mean(mask * per_example, num_examples), mask, targets
+
+
+def mode_seeking_loss(outputs, codes, labels, eps=1e-5):
+    """Mode seeking (Mao et al. 2019, MSGAN) within classes: `1 / (mean over
+    pairs of d(G_i, G_j) / d(c_i, c_j) + eps)`, d = mean absolute difference,
+    over the pairs (i, j) of examples of one class that are neighbours when the
+    batch is sorted by label. Minimising it makes G's output move with its
+    input code (face code and noise) instead of collapsing to one output per
+    class. 0 when no class has two examples in the batch.
+
+    outputs: `[B, ...]` G's outputs; codes: `[B, k]` the inputs they came from
+    (held constant); labels: `[B]` int.
+    """
+    order = tf.argsort(tf.cast(labels, tf.int32), stable=True)
+    outputs = tf.gather(tf.cast(outputs, tf.float32), order)
+    codes = tf.stop_gradient(tf.gather(tf.cast(codes, tf.float32), order))
+    labels = tf.gather(labels, order)
+    size = tf.shape(outputs)[0]
+    flat = tf.reshape(outputs, [size, -1])
+    output_distance = tf.reduce_mean(tf.abs(flat[1:] - flat[:-1]), axis=1)
+    code_distance = tf.reduce_mean(tf.abs(codes[1:] - codes[:-1]), axis=1)
+    same = tf.cast(tf.equal(labels[1:], labels[:-1]), tf.float32)
+    ratio = output_distance / tf.maximum(code_distance, eps)
+    pairs = tf.reduce_sum(same)
+    mean_ratio = tf.math.divide_no_nan(tf.reduce_sum(same * ratio), pairs)
+    return tf.where(pairs > 0, 1.0 / (mean_ratio + eps), 0.0)
+
