@@ -56,6 +56,11 @@ def test_round_trip_through_json(tmp_path):
     ({"model_name": ".hidden"}, "--model_name=.hidden: must be a non-empty folder name"),
     ({"export_version": -1}, "--export_version=-1: must be a positive version"),
     ({"representative_clips": 0}, "--representative_clips=0: must be >= 1"),
+    ({"knn_method": "lsh"}, "--knn_method=lsh: must be one of exact, approximate"),
+    ({"knn_method": "approximate", "knn_list_size": 10},
+     "--knn_list_size=10: must be > knn_k=10"),
+    ({"knn_list_size": 1}, "--knn_list_size=1: must be >= 2"),
+    ({"knn_probes": 0}, "--knn_probes=0: must be >= 1"),
 ])
 def test_bad_values_name_the_flag(values, message):
     with pytest.raises(config_lib.ConfigError) as error:

@@ -1,13 +1,33 @@
-"""Exact k-nearest-neighbour graphs as padded neighbour lists.
+"""Exact and approximate k-nearest-neighbour graphs as padded neighbour lists.
 
-The graph of `[N, d]` embeddings is built in row blocks: each block of queries
-gets its `[block, N]` squared distances from one matmul, and its k nearest
-columns from a two-stage `top_k` (the k nearest points lie in the k column
-chunks with the smallest chunk minima, so `top_k` scans N / chunk values
-instead of N). Memory is O(N·k + block·N); no N×N matrix is ever formed. The
-distances of the selected neighbours are then recomputed exactly from the
-coordinates (the matmul expansion loses precision), and each row is sorted by
-them.
+Exact: the graph of `[N, d]` embeddings is built in row blocks: each block of
+queries gets its `[block, N]` squared distances from one matmul, and its k
+nearest columns from a two-stage `top_k` (the k nearest points lie in the k
+column chunks with the smallest chunk minima, so `top_k` scans N / chunk
+values instead of N). Memory is O(N·k + block·N); no N×N matrix is ever
+formed; time O(N²·d).
+
+Approximate (`ApproximateSearch`), an inverted-file search with balanced
+lists, for N beyond what O(N²·d) allows:
+
+1. `partition.balanced_lists` splits the points into L = 2**levels lists of
+   `list_size` to 2·`list_size` neighbouring points (principal-axis median
+   splits);
+2. every list gets its `probes` nearest lists by centroid (itself first);
+3. every point gets a home: the list with the nearest centroid (O(N·L·d),
+   one small matmul per block);
+4. points are grouped by home into chunks of half a list, and each chunk is
+   compared with all points of its home's probed lists in one batched matmul:
+   `[chunk, probes · list slots]` distances, the same two-stage selection.
+
+Time O(N·(L + probes·list_size)·d); memory O(N·(k + d)) plus one block of
+chunks and O(L·probes). Lists of equal size keep every shape static (one XLA
+program) and the cost per chunk fixed. When the probes cover all lists the
+candidates are all points and the result is the exact graph.
+
+Both: the distances of the selected neighbours are then recomputed exactly
+from the coordinates (the matmul expansion loses precision), and each row is
+sorted by them.
 
 Neighbour lists use the padding convention shared by `graph`: index −1 and
 strength/distance 0 mean "no edge".
