@@ -359,8 +359,10 @@ def _approximate_knn_compiled(
             ),
         )
 
+    # A block holds its [chunks, chunk size, candidates] distances and its
+    # [chunks, candidates, d] candidate coordinates.
     block_chunks = max(
-        1, min(chunks.shape[0], block_elements // (chunk_size * probes * max(capacity, dim)))
+        1, min(chunks.shape[0], block_elements // (probes * capacity * (chunk_size + dim)))
     )
     by_slot = distances.map_row_blocks(
         block_fn,
