@@ -194,9 +194,10 @@ class ApproximateSearch(typing.NamedTuple):
     list_size: Python int > k, the smallest number of points per list; the
       points are split into 2**levels balanced lists of `list_size` to
       2·`list_size` points (one list when N < 2·`list_size`).
-    probes: Python int ≥ 1, lists scanned for the points of a list: their own
-      and the `probes − 1` lists with the nearest centroids. Scanning all lists
-      (probes ≥ their number) gives the exact graph.
+    probes: Python int ≥ 1, lists scanned per point: its home (the list with
+      the nearest centroid) and the `probes − 1` lists whose centroids are
+      nearest to the home's. Scanning all lists (probes ≥ their number) gives
+      the exact graph.
     seed: Python int, seed of the partition (the result is deterministic for a
       given seed).
     """
