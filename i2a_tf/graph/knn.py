@@ -266,12 +266,13 @@ def _query_chunks(homes, num_lists, chunk_size):
     order = tf.argsort(homes, stable=True)
     sorted_homes = tf.gather(homes, order)
     counts = tf.math.unsorted_segment_sum(tf.ones_like(homes), homes, num_lists)
-    home_starts = tf.cumsum(counts, exclusive=True)
-    chunk_ends = tf.cumsum((counts + chunk_size - 1) // chunk_size)
-    ranks = tf.range(num_nodes, dtype=tf.int32) - tf.gather(home_starts, sorted_homes)
-    chunk_ids = tf.gather(chunk_ends, sorted_homes) - tf.gather(
-        (counts + chunk_size - 1) // chunk_size, sorted_homes
-    ) + ranks // chunk_size
+    home_chunks = (counts + chunk_size - 1) // chunk_size
+    chunk_ends = tf.cumsum(home_chunks)
+    # Rank of each query among the queries of its home, in id order.
+    ranks = tf.range(num_nodes, dtype=tf.int32) - tf.gather(
+        tf.cumsum(counts, exclusive=True), sorted_homes
+    )
+    chunk_ids = tf.gather(chunk_ends - home_chunks, sorted_homes) + ranks // chunk_size
     chunks = tf.tensor_scatter_nd_update(
         tf.fill([num_chunks, chunk_size], num_nodes),
         tf.stack([chunk_ids, ranks % chunk_size], axis=1),
