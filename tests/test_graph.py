@@ -146,6 +146,29 @@ def _clustered_points(num_nodes, dim, num_clusters, seed):
     return points.astype(np.float32)
 
 
+@pytest.mark.parametrize("num_nodes,list_size", [(1000, 12), (37, 5), (9, 16)])
+def test_balanced_lists_hold_every_point_once_in_lists_of_equal_size(num_nodes, list_size):
+    from i2a_tf.graph import partition
+
+    points = _clustered_points(num_nodes, 4, 3, seed=num_nodes)
+    levels = partition.num_levels(num_nodes, list_size)
+    lists = partition.balanced_lists(tf.constant(points), levels, seed=0).numpy()
+    assert lists.shape == (2**levels, -(-num_nodes // 2**levels))
+    members = lists[lists < num_nodes]
+    np.testing.assert_array_equal(np.sort(members), np.arange(num_nodes))
+    sizes = (lists < num_nodes).sum(axis=1)
+    assert sizes.min() >= max(num_nodes // 2**levels, min(list_size, num_nodes))
+    assert sizes.max() - sizes.min() <= 1
+    # A list holds neighbouring points: closer to its own centroid on average
+    # than to the data's.
+    if levels:
+        centroids = np.stack([points[row[row < num_nodes]].mean(0) for row in lists])
+        spread_in_lists = np.mean([
+            np.linalg.norm(points[row[row < num_nodes]] - centroid, axis=1).mean()
+            for row, centroid in zip(lists, centroids)])
+        assert spread_in_lists < np.linalg.norm(points - points.mean(0), axis=1).mean()
+
+
 @pytest.mark.parametrize(
     "num_nodes,search",
     [

@@ -42,7 +42,7 @@ class) and the accuracy on those.
   python tools/bench_ops.py                       # N = 2k, 20k, 100k; KDE 5k
   python tools/bench_ops.py --sizes 2000 --repeats 2 --kde_size 2000   # quick
   python tools/bench_ops.py --sizes 20000 --kde_size 0 --impls \
-      i2a_tf_widest_path,i2a_tf_widest_path_approximate,i2a_tf_label_spreading_approximate,sklearn_label_spreading
+      i2a_tf_widest_path,i2a_tf_widest_path_approximate,sklearn_label_spreading
   python tools/bench_ops.py --sizes "" --kde_size 0 --scale 100000,300000,1000000
 """
 

@@ -112,7 +112,8 @@ def balanced_lists(points, levels, seed):
     num_lists = 2**levels
     capacity = -(-num_nodes // num_lists)
     lists = _node_of_positions(num_nodes, num_lists)
-    slots = tf.range(num_nodes, dtype=tf.int64) - tf.gather(_node_starts(num_nodes, num_lists), lists)
+    starts = _node_starts(num_nodes, num_lists)
+    slots = tf.range(num_nodes, dtype=tf.int64) - tf.gather(starts, lists)
     return tf.tensor_scatter_nd_update(
         tf.fill([num_lists, capacity], num_nodes),
         tf.stack([tf.cast(lists, tf.int64), slots], axis=1),
