@@ -264,6 +264,7 @@ BANDWIDTH_RULE_NAMES = ("scott", "silverman", "median")
 ANNEALING_SCHEDULE_NAMES = ("linear", "cosine", "step")
 PROPAGATIONS = ("widest_path", "label_spreading", "self_training")
 EDGE_STRENGTHS = ("min_endpoint", "midpoint")
+KNN_METHODS = ("exact", "approximate")
 SELECTIONS = ("top_fraction", "threshold")
 STRATEGIES = ("default", "mirrored")
 LR_SCHEDULES = ("constant", "cosine")
@@ -450,6 +451,17 @@ class GraphConfig:
         "(self_training: no graph, C's own predictions, the baseline a graph "
         "must beat).")
     knn_k: int = _field(10, "Neighbours per node of the kNN graph.")
+    knn_method: str = _field(
+        "exact", f"kNN graph search: {', '.join(KNN_METHODS)} (approximate: each "
+        "clip is compared only with the clips of the knn_probes lists nearest to "
+        "it, for graphs of 100k+ clips; see BUILD.md).")
+    knn_list_size: int = _field(
+        128, "Approximate kNN: smallest number of clips per list (lists hold "
+        "knn_list_size to 2 x knn_list_size clips); must be > knn_k.")
+    knn_probes: int = _field(
+        16, "Approximate kNN: lists scanned per clip (its nearest list and the "
+        "lists nearest to that one); more is slower and closer to exact.")
+    knn_seed: int = _field(0, "Approximate kNN: seed of the list partition.")
     edge_strength: str = _field(
         "min_endpoint", f"Edge strength (widest path): {', '.join(EDGE_STRENGTHS)}.")
     graph_bandwidth: str = _field(
@@ -481,6 +493,15 @@ class GraphConfig:
         _check_choice("propagation", self.propagation, PROPAGATIONS)
         if self.knn_k < 1:
             raise _bad("knn_k", self.knn_k, "must be >= 1")
+        _check_choice("knn_method", self.knn_method, KNN_METHODS)
+        if self.knn_list_size < 2:
+            raise _bad("knn_list_size", self.knn_list_size, "must be >= 2")
+        if self.knn_method == "approximate" and self.knn_list_size <= self.knn_k:
+            raise _bad("knn_list_size", self.knn_list_size,
+                       f"must be > knn_k={self.knn_k} (one list must hold a clip's "
+                       "neighbours)")
+        if self.knn_probes < 1:
+            raise _bad("knn_probes", self.knn_probes, "must be >= 1")
         _check_choice("edge_strength", self.edge_strength, EDGE_STRENGTHS)
         _check_bandwidth("graph_bandwidth", self.graph_bandwidth)
         if not 0 < self.spreading_alpha < 1:

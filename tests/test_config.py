@@ -59,6 +59,11 @@ def test_round_trip_through_json(tmp_path):
     ({"mixup_alpha": -0.1}, "--mixup_alpha=-0.1: must be >= 0"),
     ({"label_smoothing": 1.0}, "--label_smoothing=1.0: must be in [0, 1)"),
     ({"lr_schedule": "step"}, "--lr_schedule=step: must be one of constant, cosine"),
+    ({"knn_method": "lsh"}, "--knn_method=lsh: must be one of exact, approximate"),
+    ({"knn_method": "approximate", "knn_list_size": 10},
+     "--knn_list_size=10: must be > knn_k=10"),
+    ({"knn_list_size": 1}, "--knn_list_size=1: must be >= 2"),
+    ({"knn_probes": 0}, "--knn_probes=0: must be >= 1"),
 ])
 def test_bad_values_name_the_flag(values, message):
     with pytest.raises(config_lib.ConfigError) as error:

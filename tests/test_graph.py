@@ -122,6 +122,117 @@ def test_knn_graph_with_density_gives_leave_one_out_kde():
     )
 
 
+def _brute_force_knn_ids(points, k):
+    """Row blocks of float64 distances: N² memory is too much beyond ~1k points."""
+    points = np.asarray(points, np.float64)
+    ids = []
+    for start in range(0, len(points), 256):
+        block = points[start:start + 256]
+        distances = ((block[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+        distances[np.arange(len(block)), start + np.arange(len(block))] = np.inf
+        ids.append(np.argsort(distances, axis=1, kind="stable")[:, :k])
+    return np.concatenate(ids)
+
+
+def _recall(indices, expected_indices):
+    """Fraction of the true k nearest neighbours that were found."""
+    return float(np.mean((indices[:, :, None] == expected_indices[:, None, :]).any(axis=2)))
+
+
+def _clustered_points(num_nodes, dim, num_clusters, seed):
+    rng = np.random.default_rng(seed)
+    centres = 3.0 * rng.normal(size=(num_clusters, dim))
+    points = centres[rng.integers(0, num_clusters, num_nodes)] + rng.normal(size=(num_nodes, dim))
+    return points.astype(np.float32)
+
+
+@pytest.mark.parametrize("num_nodes,list_size", [(1000, 12), (37, 5), (9, 16)])
+def test_balanced_lists_hold_every_point_once_in_lists_of_equal_size(num_nodes, list_size):
+    from i2a_tf.graph import partition
+
+    points = _clustered_points(num_nodes, 4, 3, seed=num_nodes)
+    levels = partition.num_levels(num_nodes, list_size)
+    lists = partition.balanced_lists(tf.constant(points), levels, seed=0).numpy()
+    assert lists.shape == (2**levels, -(-num_nodes // 2**levels))
+    members = lists[lists < num_nodes]
+    np.testing.assert_array_equal(np.sort(members), np.arange(num_nodes))
+    sizes = (lists < num_nodes).sum(axis=1)
+    assert sizes.min() >= max(num_nodes // 2**levels, min(list_size, num_nodes))
+    assert sizes.max() - sizes.min() <= 1
+    # A list holds neighbouring points: closer to its own centroid on average
+    # than to the data's.
+    if levels:
+        centroids = np.stack([points[row[row < num_nodes]].mean(0) for row in lists])
+        spread_in_lists = np.mean([
+            np.linalg.norm(points[row[row < num_nodes]] - centroid, axis=1).mean()
+            for row, centroid in zip(lists, centroids)])
+        assert spread_in_lists < np.linalg.norm(points - points.mean(0), axis=1).mean()
+
+
+@pytest.mark.parametrize(
+    "num_nodes,search",
+    [
+        # Default knobs: 32 lists of 140-141 points, 16 probed.
+        (4500, graph.ApproximateSearch()),
+        # 64 lists of 31-32 points, 8 probed: an eighth of the points scanned.
+        (2000, graph.ApproximateSearch(list_size=16, probes=8)),
+    ],
+)
+def test_approximate_knn_graph_recall_on_clustered_points(num_nodes, search):
+    points = _clustered_points(num_nodes, 16, 20, seed=num_nodes)
+    indices, _ = graph.knn_graph(points, 10, approximate=search)
+    recall = _recall(indices.numpy(), _brute_force_knn_ids(points, 10))
+    print(f"recall@10 at N={num_nodes}, {search}: {recall:.4f}")
+    assert recall >= 0.95
+
+
+def test_approximate_knn_graph_keeps_the_exact_graph_contract():
+    points = _clustered_points(1000, 8, 10, seed=3)
+    points[10:20] = points[0]  # duplicates: self is still excluded by index
+    search = graph.ApproximateSearch(list_size=12, probes=3, seed=7)
+    indices, distances = graph.knn_graph(points, 10, approximate=search)
+    assert indices.dtype == tf.int32 and indices.shape == (1000, 10)
+    assert distances.dtype == tf.float32 and distances.shape == (1000, 10)
+    indices, distances = indices.numpy(), distances.numpy()
+    assert not np.any(indices == np.arange(1000)[:, None])
+    assert np.all((indices >= 0) & (indices < 1000))
+    assert all(len(set(row)) == 10 for row in indices)
+    assert np.all(np.diff(distances, axis=1) >= 0)
+    np.testing.assert_allclose(
+        distances, np.linalg.norm(points[:, None, :] - points[indices], axis=2), atol=1e-5
+    )
+    # The j-th nearest among the scanned points is never nearer than the j-th
+    # nearest of all points.
+    _, exact_distances = graph.knn_graph(points, 10)
+    assert np.all(distances >= exact_distances.numpy() - 1e-5)
+    again, _ = graph.knn_graph(points, 10, approximate=search)
+    np.testing.assert_array_equal(again.numpy(), indices)
+
+
+def test_approximate_knn_graph_is_exact_when_probes_cover_all_lists():
+    rng = np.random.default_rng(4)
+    points = (rng.normal(size=(300, 16)) + 10.0).astype(np.float32)
+    # 300 points → 16 lists of 18-19 points, all probed.
+    search = graph.ApproximateSearch(list_size=16, probes=16)
+    indices, distances = graph.knn_graph(points, 7, approximate=search)
+    expected_indices, expected_distances = _brute_force_knn(points, 7)
+    np.testing.assert_array_equal(indices.numpy(), expected_indices)
+    np.testing.assert_allclose(distances.numpy(), expected_distances, rtol=1e-5, atol=1e-5)
+    result = graph.knn_graph_with_density(points, 7, 0.9, approximate=search)
+    np.testing.assert_array_equal(result.indices.numpy(), expected_indices)
+    np.testing.assert_allclose(
+        result.node_log_densities.numpy(),
+        density.leave_one_out_kde_log_prob(points, 0.9).numpy(),
+        atol=1e-4,
+    )
+
+
+def test_approximate_knn_graph_rejects_lists_smaller_than_k():
+    with pytest.raises(ValueError, match="list_size must be > k = 10"):
+        graph.knn_graph(np.zeros((50, 2), np.float32), 10,
+                        approximate=graph.ApproximateSearch(list_size=10))
+
+
 def test_symmetrize_knn_graph_is_the_union_with_larger_strength():
     rng = np.random.default_rng(2)
     indices, strengths, _ = _random_padded_graph(rng, 30, 4, 2)
@@ -359,6 +470,31 @@ def test_pseudo_labels_from_embeddings_returns_consistent_fields(method):
     assert not np.any(result.selected.numpy()[labels >= 0])
     assert 40 <= result.selected.numpy().sum() <= 50  # top half of 96 unlabeled
     assert np.all((result.confidences.numpy() >= 0) & (result.confidences.numpy() <= 1))
+
+
+@pytest.mark.parametrize("method", graph.PROPAGATION_METHODS)
+def test_pseudo_labels_from_approximate_graph_covering_all_lists_are_exact(method):
+    points = _clustered_points(200, 6, 2, seed=8)
+    labels = np.full(200, -1, np.int32)
+    labels[:6] = [0, 1, 0, 1, 0, 1]
+    exact = graph.pseudo_labels_from_embeddings(points, labels, 2, method=method, k=5)
+    approximate = graph.pseudo_labels_from_embeddings(
+        points, labels, 2, method=method, k=5,
+        approximate=graph.ApproximateSearch(list_size=8, probes=32))
+    np.testing.assert_array_equal(approximate.pseudo_labels.numpy(), exact.pseudo_labels.numpy())
+    np.testing.assert_array_equal(approximate.selected.numpy(), exact.selected.numpy())
+    np.testing.assert_allclose(approximate.scores.numpy(), exact.scores.numpy(), atol=1e-5)
+
+
+def test_knn_flags_choose_the_graph_search():
+    from i2a_tf import config as config_lib
+    from i2a_tf.training import callbacks
+
+    exact = config_lib.config_from_flat({})
+    assert callbacks._knn_search(exact.graph) is None
+    approximate = config_lib.config_from_flat(
+        {"knn_method": "approximate", "knn_list_size": 64, "knn_probes": 4, "knn_seed": 3})
+    assert callbacks._knn_search(approximate.graph) == graph.ApproximateSearch(64, 4, 3)
 
 
 def test_pseudo_labels_from_embeddings_threshold_selection():

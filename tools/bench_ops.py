@@ -9,7 +9,16 @@ Rows (one JSON list on stdout, progress on stderr):
   pass, Scott bandwidth) and label_spreading ("i2a_tf_label_spreading"), and
   `sklearn.semi_supervised.LabelSpreading(kernel='knn', n_neighbors=10)`
   ("sklearn_label_spreading", up to --sklearn_max_n), all including the kNN
-  graph construction.
+  graph construction; "..._approximate" rows use the approximate kNN search
+  (`graph.ApproximateSearch()`, default knobs: lists of >= 128 points, 16
+  probed) and report `recall_at_k`, the fraction of the exact k nearest
+  neighbours found, on --recall_rows sampled rows (exact: float64 NumPy).
+- task "scale", N in --scale (d = 128, k = 10): the approximate graph build
+  with node densities, `graph.knn_graph_with_density(approximate=...)`
+  ("i2a_tf_approximate_graph", with `recall_at_k`), and the whole approximate
+  widest-path pseudo-labelling ("i2a_tf_widest_path_approximate"), one
+  timed run after the warm-up; `growth` is the exponent b of time ∝ N^b from
+  the previous size (1 = linear).
 - task "kde", N = --kde_size queries against N bank rows, d = 128:
   `density.kde_log_prob` ("i2a_tf_kde") versus exact sklearn
   `KernelDensity(bandwidth=h, leaf_size=N)` ("sklearn_kde"; its default
@@ -32,10 +41,14 @@ class) and the accuracy on those.
 
   python tools/bench_ops.py                       # N = 2k, 20k, 100k; KDE 5k
   python tools/bench_ops.py --sizes 2000 --repeats 2 --kde_size 2000   # quick
+  python tools/bench_ops.py --sizes 20000 --kde_size 0 --impls \
+      i2a_tf_widest_path,i2a_tf_widest_path_approximate,sklearn_label_spreading
+  python tools/bench_ops.py --sizes "" --kde_size 0 --scale 100000,300000,1000000
 """
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -51,7 +64,14 @@ DIM = 128
 NUM_NEIGHBOURS = 10
 NUM_CLASSES = 5
 CLUSTERS_PER_CLASS = 4
-PSEUDO_LABEL_IMPLS = ("i2a_tf_widest_path", "i2a_tf_label_spreading", "sklearn_label_spreading")
+PSEUDO_LABEL_IMPLS = (
+    "i2a_tf_widest_path",
+    "i2a_tf_label_spreading",
+    "i2a_tf_widest_path_approximate",
+    "i2a_tf_label_spreading_approximate",
+    "sklearn_label_spreading",
+)
+SCALE_IMPLS = ("i2a_tf_approximate_graph", "i2a_tf_widest_path_approximate")
 KDE_IMPLS = ("i2a_tf_kde", "sklearn_kde")
 
 
@@ -99,7 +119,38 @@ def clustered_embeddings(num_points, labeled_fraction, seed=0):
     return embeddings.astype(np.float32), labels, classes
 
 
-def _make_runner(task, impl, num_points, labeled_fraction):
+def recall_at_k(embeddings, indices, num_rows, seed=0):
+    """Fraction of the exact k nearest neighbours listed, on sampled rows.
+
+    Args:
+      embeddings: `[N, d]` float32.
+      indices: `[N, k]` int32, the graph to check.
+      num_rows: Python int, rows sampled (all when ≥ N).
+
+    Returns:
+      Python float in [0, 1]; the exact neighbours come from float64
+      distances of the sampled rows to all N points, in blocks.
+    """
+    import numpy as np
+
+    num_points, k = indices.shape
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(num_points, min(num_rows, num_points), replace=False))
+    points = embeddings.astype(np.float64)
+    squared_norms = np.sum(points**2, axis=1)
+    found = []
+    for start in range(0, len(rows), 64):
+        block = rows[start:start + 64]
+        distances_sq = squared_norms[block, None] + squared_norms[None, :] - 2.0 * (
+            points[block] @ points.T
+        )
+        distances_sq[np.arange(len(block)), block] = np.inf
+        exact = np.argpartition(distances_sq, k - 1, axis=1)[:, :k]
+        found.append((indices[block][:, :, None] == exact[:, None, :]).any(axis=2))
+    return float(np.mean(np.concatenate(found)))
+
+
+def _make_runner(task, impl, num_points, labeled_fraction, recall_rows):
     """Returns (run() -> result, extra_fields(result) -> dict)."""
     import numpy as np
 
@@ -134,17 +185,58 @@ def _make_runner(task, impl, num_points, labeled_fraction):
 
         from i2a_tf import graph
 
-        method = {"i2a_tf_widest_path": "widest_path", "i2a_tf_label_spreading": "label_spreading"}[
-            impl
-        ]
+        method = impl.removeprefix("i2a_tf_").removesuffix("_approximate")
+        approximate = graph.ApproximateSearch() if impl.endswith("_approximate") else None
 
         def run():
             result = graph.pseudo_labels_from_embeddings(
-                embeddings, labels, NUM_CLASSES, method=method, k=NUM_NEIGHBOURS
+                embeddings, labels, NUM_CLASSES, method=method, k=NUM_NEIGHBOURS,
+                approximate=approximate,
             )
             return result.pseudo_labels.numpy(), result.selected.numpy()
 
-        return run, accuracy_and_selected
+        if approximate is None:
+            return run, accuracy_and_selected
+
+        def with_recall(result):
+            indices, _ = graph.knn_graph(embeddings, NUM_NEIGHBOURS, approximate=approximate)
+            return dict(
+                accuracy_and_selected(result),
+                recall_at_k=round(recall_at_k(embeddings, indices.numpy(), recall_rows), 4),
+            )
+
+        return run, with_recall
+
+    if task == "scale":
+        from i2a_tf import density
+        from i2a_tf import graph
+
+        embeddings, labels, classes = clustered_embeddings(num_points, labeled_fraction)
+        approximate = graph.ApproximateSearch()
+        if impl == "i2a_tf_widest_path_approximate":
+            unlabeled = labels < 0
+
+            def run():
+                result = graph.pseudo_labels_from_embeddings(
+                    embeddings, labels, NUM_CLASSES, k=NUM_NEIGHBOURS, approximate=approximate
+                )
+                return result.pseudo_labels.numpy()
+
+            return run, lambda predicted: {
+                "accuracy": round(float(np.mean(predicted[unlabeled] == classes[unlabeled])), 4)
+            }
+
+        bandwidth = density.kde_bandwidth(embeddings, "scott")
+
+        def run():
+            built = graph.knn_graph_with_density(
+                embeddings, NUM_NEIGHBOURS, bandwidth, approximate=approximate
+            )
+            return built.indices.numpy()
+
+        return run, lambda indices: {
+            "recall_at_k": round(recall_at_k(embeddings, indices, recall_rows), 4)
+        }
 
     if task == "kde":
         bank, _, _ = clustered_embeddings(num_points, 0.0, seed=1)
@@ -171,13 +263,13 @@ def _make_runner(task, impl, num_points, labeled_fraction):
     raise ValueError(f"unknown task {task!r}")
 
 
-def run_worker(task, impl, num_points, repeats, labeled_fraction):
+def run_worker(task, impl, num_points, repeats, labeled_fraction, recall_rows):
     """Measures one (task, N, impl) in this process; returns its row."""
     if impl.startswith("i2a_tf"):
         import tensorflow as tf
 
         tf.constant(0.0).numpy()  # start the TF runtime before the baseline
-    run, extra_fields = _make_runner(task, impl, num_points, labeled_fraction)
+    run, extra_fields = _make_runner(task, impl, num_points, labeled_fraction, recall_rows)
     baseline_mib = _current_rss_mib()
     result = run()  # warm-up: XLA compilation, thread pools, caches
     peak_with_compile_mib = _max_rss_mib()
@@ -204,7 +296,7 @@ def run_worker(task, impl, num_points, repeats, labeled_fraction):
     return row
 
 
-def _measure_in_subprocess(task, impl, num_points, args):
+def _measure_in_subprocess(task, impl, num_points, args, repeats=None):
     command = [
         sys.executable,
         os.path.abspath(__file__),
@@ -213,9 +305,11 @@ def _measure_in_subprocess(task, impl, num_points, args):
         impl,
         str(num_points),
         "--repeats",
-        str(args.repeats),
+        str(repeats or args.repeats),
         "--labeled_fraction",
         str(args.labeled_fraction),
+        "--recall_rows",
+        str(args.recall_rows),
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     print(f"[bench_ops] {task} n={num_points} {impl} ...", file=sys.stderr, flush=True)
@@ -243,6 +337,21 @@ def _add_speedups(rows):
     return rows
 
 
+def _add_growth(rows):
+    """Exponent b of time ∝ N^b from each impl's previous scale row."""
+    previous = {}
+    for row in rows:
+        if row["task"] != "scale":
+            continue
+        if row["impl"] in previous:
+            last = previous[row["impl"]]
+            row["growth"] = round(
+                math.log(row["median_s"] / last["median_s"]) / math.log(row["n"] / last["n"]), 2
+            )
+        previous[row["impl"]] = row
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -261,6 +370,19 @@ def main(argv=None):
         default=20000,
         help="largest N at which sklearn LabelSpreading is run",
     )
+    parser.add_argument(
+        "--impls",
+        default=",".join(PSEUDO_LABEL_IMPLS),
+        help="comma-separated impls of the pseudo-label task",
+    )
+    parser.add_argument(
+        "--scale",
+        default="",
+        help="comma-separated N of the approximate scaling task (e.g. 100000,300000,1000000)",
+    )
+    parser.add_argument(
+        "--recall_rows", type=int, default=2000, help="rows sampled for recall_at_k"
+    )
     parser.add_argument("--labeled_fraction", type=float, default=0.02)
     parser.add_argument("--timeout_s", type=float, default=1800.0, help="per measurement")
     parser.add_argument("--worker", nargs=3, metavar=("TASK", "IMPL", "N"), help=argparse.SUPPRESS)
@@ -268,20 +390,29 @@ def main(argv=None):
 
     if args.worker:
         task, impl, num_points = args.worker
-        row = run_worker(task, impl, int(num_points), args.repeats, args.labeled_fraction)
+        row = run_worker(
+            task, impl, int(num_points), args.repeats, args.labeled_fraction, args.recall_rows
+        )
         print(json.dumps(row))
         return 0
 
+    impls = [impl for impl in args.impls.split(",") if impl]
+    unknown = sorted(set(impls) - set(PSEUDO_LABEL_IMPLS))
+    if unknown:
+        parser.error(f"unknown --impls {unknown}; expected some of {PSEUDO_LABEL_IMPLS}")
     rows = []
     for num_points in (int(size) for size in args.sizes.split(",") if size):
-        for impl in PSEUDO_LABEL_IMPLS:
+        for impl in impls:
             if impl.startswith("sklearn") and num_points > args.sklearn_max_n:
                 continue
             rows.append(_measure_in_subprocess("pseudo_label", impl, num_points, args))
     if args.kde_size > 0:
         for impl in KDE_IMPLS:
             rows.append(_measure_in_subprocess("kde", impl, args.kde_size, args))
-    print(json.dumps(_add_speedups(rows), indent=1))
+    for num_points in (int(size) for size in args.scale.split(",") if size):
+        for impl in SCALE_IMPLS:
+            rows.append(_measure_in_subprocess("scale", impl, num_points, args, repeats=1))
+    print(json.dumps(_add_growth(_add_speedups(rows)), indent=1))
     return 0
 
 

@@ -10,6 +10,7 @@ from i2a_tf.graph.edge_strength import edge_strengths
 from i2a_tf.graph.edge_strength import log_density_to_strength
 from i2a_tf.graph.edge_strength import midpoint_edge_strengths
 from i2a_tf.graph.edge_strength import min_endpoint_edge_strengths
+from i2a_tf.graph.knn import ApproximateSearch
 from i2a_tf.graph.knn import KnnGraph
 from i2a_tf.graph.knn import knn_graph
 from i2a_tf.graph.knn import knn_graph_with_density
@@ -24,6 +25,7 @@ from i2a_tf.graph.pseudo_labels import select_pseudo_labels
 from i2a_tf.graph.propagation import widest_path
 
 __all__ = [
+    "ApproximateSearch",
     "EDGE_STRENGTH_MODES",
     "KnnGraph",
     "PROPAGATION_METHODS",

@@ -126,6 +126,7 @@ def pseudo_labels_from_embeddings(
     max_iterations=None,
     tol=1e-3,
     block_elements=None,
+    approximate=None,
 ):
     """kNN graph → edge strengths → propagation → pseudo-labels, in one call.
 
@@ -146,6 +147,9 @@ def pseudo_labels_from_embeddings(
       max_iterations: cap on propagation sweeps (default N for widest path,
         30 for label spreading).
       block_elements: optional Python int, element budget of distance blocks.
+      approximate: None for the exact kNN graph, or a `knn.ApproximateSearch`
+        (lists and, for widest path, node densities from the scanned points
+        only; see `knn.knn_graph_with_density`).
 
     Returns:
       `PseudoLabels`.
@@ -161,18 +165,26 @@ def pseudo_labels_from_embeddings(
         # One fused pass gives the kNN lists and the node densities that both
         # edge-strength modes use (as endpoints, or as the quantile reference).
         graph = knn.knn_graph_with_density(
-            embeddings, k, kernel_std, block_elements=block_elements
+            embeddings, k, kernel_std, block_elements=block_elements, approximate=approximate
         )
         indices = graph.indices
+        node_log_densities = graph.node_log_densities
+        if approximate is not None and edge_strength_mode == "midpoint":
+            # Midpoint densities sum over all nodes, so their quantiles need
+            # the full node densities too, not the scanned points' lower
+            # bounds (an O(N²) pass, below the midpoint KDE's O(N²·k)).
+            node_log_densities = None
         strengths = edge_strength.edge_strengths(
             embeddings, indices, kernel_std, mode=edge_strength_mode,
-            node_log_densities=graph.node_log_densities, block_elements=block_elements
+            node_log_densities=node_log_densities, block_elements=block_elements
         )
         scores = propagation.widest_path(
             indices, strengths, labels, num_classes, max_iterations=max_iterations
         )
     elif method == "label_spreading":
-        indices, _ = knn.knn_graph(embeddings, k, block_elements=block_elements)
+        indices, _ = knn.knn_graph(
+            embeddings, k, block_elements=block_elements, approximate=approximate
+        )
         scores = propagation.label_spreading(
             indices,
             None,

@@ -35,6 +35,17 @@ from i2a_tf.models.evaluation import class_predictor, run_over_split, split_metr
 log = logging.getLogger("i2a_tf.training")
 
 
+def _knn_search(graph_config):
+    """None (exact kNN) or the `graph.ApproximateSearch` the flags ask for."""
+    if graph_config.knn_method == "exact":
+        return None
+    return graph.ApproximateSearch(
+        list_size=graph_config.knn_list_size,
+        probes=graph_config.knn_probes,
+        seed=graph_config.knn_seed,
+    )
+
+
 def _embed_fn(model):
     @tf.function(reduce_retracing=True)
     def embed(logmel):
@@ -138,7 +149,8 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
                 edge_strength_mode=g.edge_strength,
                 bandwidth=bandwidth_setting(g.graph_bandwidth),
                 selection=g.pseudo_label_selection, threshold=g.pseudo_label_threshold,
-                top_fraction=g.pseudo_label_top_fraction, alpha=g.spreading_alpha)
+                top_fraction=g.pseudo_label_top_fraction, alpha=g.spreading_alpha,
+                approximate=_knn_search(g))
             pseudo = result.pseudo_labels.numpy()[start:]
             selected = result.selected.numpy()[start:]
             margins = result.confidences.numpy()[start:]
