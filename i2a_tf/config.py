@@ -265,7 +265,7 @@ ANNEALING_SCHEDULE_NAMES = ("linear", "cosine", "step")
 PROPAGATIONS = ("widest_path", "label_spreading", "self_training")
 EDGE_STRENGTHS = ("min_endpoint", "midpoint")
 SELECTIONS = ("top_fraction", "threshold")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 def _check_bandwidth(name: str, value: str) -> None:
@@ -497,10 +497,18 @@ class TrainConfig:
     discriminator_lr: float = _field(2e-4, "Adam learning rate of D.")
     gan_beta_1: float = _field(0.5, "Adam beta_1 of the G and D optimizers.")
     strategy: str = _field(
-        "default", f"Distribution strategy: {', '.join(STRATEGIES)}.")
+        "default", f"Distribution strategy: {', '.join(STRATEGIES)} (one replica per "
+        "worker process or per GPU, the cluster read from the TF_CONFIG environment "
+        "variable; tools/launch_local_cluster.py starts workers on one machine).")
     num_cpu_devices: int = _field(
         1, "Split the CPU into this many logical devices (to run 'mirrored' "
         "without GPUs).")
+    replica_input_pipelines: bool = _field(
+        False, "With --strategy=mirrored: one input pipeline per replica, each "
+        "reading its own shard of the records (as each worker's pipeline does under "
+        "multi_worker), instead of one pipeline whose batches go to the replicas in "
+        "turn. A mirrored run then reads the batches of a multi-worker run with as "
+        "many workers.")
     jit_compile: bool = _field(False, "XLA-compile the train step (default strategy only).")
     mixed_precision: bool = _field(False, "mixed_float16 compute (needs a GPU).")
     verbose: int = _field(-1, "Training progress on stdout: 0 silent, 1 a progress "
@@ -528,6 +536,15 @@ class TrainConfig:
             raise _bad("jit_compile", self.jit_compile,
                        "XLA under --strategy=mirrored fails on CPU logical devices "
                        "in TF 2.21; use --strategy=default or --nojit_compile")
+        if self.jit_compile and self.strategy == "multi_worker":
+            raise _bad("jit_compile", self.jit_compile,
+                       "XLA has no cross-worker collectives on CPU in TF 2.21, so "
+                       "--strategy=multi_worker cannot compile its step; use "
+                       "--nojit_compile")
+        if self.replica_input_pipelines and self.strategy != "mirrored":
+            raise _bad("replica_input_pipelines", self.replica_input_pipelines,
+                       "only --strategy=mirrored feeds several replicas from one "
+                       "process")
         if self.num_cpu_devices > 1 and self.strategy != "mirrored":
             raise _bad("num_cpu_devices", self.num_cpu_devices,
                        "logical CPU devices are only used by --strategy=mirrored")
