@@ -266,6 +266,7 @@ PROPAGATIONS = ("widest_path", "label_spreading", "self_training")
 EDGE_STRENGTHS = ("min_endpoint", "midpoint")
 SELECTIONS = ("top_fraction", "threshold")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+TRAINING_LOOPS = ("auto", "fit", "custom")
 
 
 def _check_bandwidth(name: str, value: str) -> None:
@@ -509,11 +510,22 @@ class TrainConfig:
         "multi_worker), instead of one pipeline whose batches go to the replicas in "
         "turn. A mirrored run then reads the batches of a multi-worker run with as "
         "many workers.")
+    training_loop: str = _field(
+        "auto", f"{', '.join(TRAINING_LOOPS)}: 'fit' is Keras' model.fit; 'custom' "
+        "a loop of strategy.run(train_step) driving the same callbacks (what "
+        "multi_worker needs: Keras 3 fit fails under MultiWorkerMirroredStrategy); "
+        "'auto' is custom under multi_worker, else fit.")
     jit_compile: bool = _field(False, "XLA-compile the train step (default strategy only).")
     mixed_precision: bool = _field(False, "mixed_float16 compute (needs a GPU).")
     verbose: int = _field(-1, "Training progress on stdout: 0 silent, 1 a progress "
                           "bar and one short line per epoch, 2 the line only, -1 "
                           "1 on a terminal and 2 otherwise (logs, pipes).")
+
+    @property
+    def uses_custom_loop(self) -> bool:
+        """Whether training runs `multi_worker.fit_with_loop` instead of fit."""
+        return self.training_loop == "custom" or (
+            self.training_loop == "auto" and self.strategy == "multi_worker")
 
     def validate(self) -> None:
         for name in ("epochs", "steps_per_epoch", "num_cpu_devices"):
@@ -541,6 +553,15 @@ class TrainConfig:
                        "XLA has no cross-worker collectives on CPU in TF 2.21, so "
                        "--strategy=multi_worker cannot compile its step; use "
                        "--nojit_compile")
+        _check_choice("training_loop", self.training_loop, TRAINING_LOOPS)
+        if self.training_loop == "fit" and self.strategy == "multi_worker":
+            raise _bad("training_loop", self.training_loop,
+                       "Keras 3 fit fails under --strategy=multi_worker "
+                       "(keras-team/keras#20585); use --training_loop=custom or auto")
+        if self.jit_compile and self.training_loop == "custom":
+            raise _bad("jit_compile", self.jit_compile,
+                       "the custom training loop does not XLA-compile its step; "
+                       "use --training_loop=fit")
         if self.replica_input_pipelines and self.strategy != "mirrored":
             raise _bad("replica_input_pipelines", self.replica_input_pipelines,
                        "only --strategy=mirrored feeds several replicas from one "

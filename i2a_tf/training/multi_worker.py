@@ -157,31 +157,27 @@ def state_fingerprint(variables) -> int:
     return crc
 
 
-def gather_from_replicas(strategy: tf.distribute.Strategy,
-                         values: np.ndarray) -> np.ndarray:
-    """Every replica's copy of a small float32 vector: `[replicas, n]`.
-
-    values: `[n]`, exactly representable in float32 (e.g. integers < 2**24).
-    """
+def agreement_check(strategy: tf.distribute.Strategy):
+    """Returns `check(value, what)`, which raises WorkersDisagreeError unless
+    every replica passed the same `value` (an int in [0, 2**32), e.g. a CRC-32
+    or an epoch). Each call is also a barrier: it returns on a worker once
+    every worker has called it."""
     @tf.function
     def gather(local):
         return strategy.run(lambda v: tf.distribute.get_replica_context().all_gather(
             v[tf.newaxis], axis=0), args=(local,))
 
-    result = gather(tf.constant(values, tf.float32))
-    return np.asarray(strategy.experimental_local_results(result)[0])
+    def check(value: int, what: str) -> None:
+        # Two 16-bit halves: exact in float32, which every collective supports.
+        local = tf.constant([value >> 16, value & 0xFFFF], tf.float32)
+        gathered = np.asarray(strategy.experimental_local_results(gather(local))[0])
+        values = sorted({int(high) << 16 | int(low)
+                         for high, low in gathered.astype(np.int64)})
+        if len(values) > 1:
+            raise WorkersDisagreeError(
+                f"the workers disagree on {what}: {', '.join(map(str, values))}")
 
-
-def check_workers_agree(strategy: tf.distribute.Strategy, value: int,
-                        what: str) -> None:
-    """Raises WorkersDisagreeError unless every replica has the same `value`
-    (a non-negative int below 2**32, e.g. a CRC-32 or an epoch)."""
-    local = np.array([value >> 16, value & 0xFFFF], np.float32)  # exact in float32
-    gathered = gather_from_replicas(strategy, local).astype(np.int64)
-    values = sorted({int(high) << 16 | int(low) for high, low in gathered})
-    if len(values) > 1:
-        raise WorkersDisagreeError(
-            f"the workers disagree on {what}: {', '.join(map(str, values))}")
+    return check
 
 
 def fit_with_loop(model: keras.Model, strategy: tf.distribute.Strategy, dataset, *,
@@ -197,9 +193,10 @@ def fit_with_loop(model: keras.Model, strategy: tf.distribute.Strategy, dataset,
     `steps_per_epoch`. The step's logs are the same on every replica (the
     losses use global denominators), so the first replica's are used.
 
-    After each epoch's start callbacks (the refreshes), `state_variables`'
-    fingerprint is logged and checked equal on every worker; the resumed
-    epoch is checked too. Raises WorkersDisagreeError otherwise.
+    After each epoch's start callbacks (the refreshes) and at the end,
+    `state_variables`' fingerprint is logged and checked equal on every
+    worker; the resumed epoch is checked too. Raises WorkersDisagreeError
+    otherwise.
     """
     callback_list = keras.callbacks.CallbackList(
         callbacks, add_history=True, model=model, epochs=epochs, steps=steps_per_epoch)
@@ -210,11 +207,17 @@ def fit_with_loop(model: keras.Model, strategy: tf.distribute.Strategy, dataset,
         return {name: strategy.experimental_local_results(value)[0]
                 for name, value in logs.items()}
 
+    check_workers_agree = agreement_check(strategy)
     model.stop_training = False
     callback_list.on_train_begin()
     initial_epoch = model._initial_epoch or 0  # set by BackupAndRestore's restore
-    check_workers_agree(strategy, initial_epoch, "the epoch to resume at (every "
+    check_workers_agree(initial_epoch, "the epoch to resume at (every "
                         "worker must see the chief's checkpoint: a shared --workdir)")
+    # One iterator, as `fit` under the default strategy. (Under a strategy,
+    # `fit` first reads a batch from a throwaway iterator for its symbolic
+    # build; the pipeline's shuffles reshuffle per iterator, so `fit` then
+    # trains on the second iteration's order, and which order that is varies
+    # from process to process.)
     iterator = iter(dataset)
     epoch_logs = {}
     for epoch in range(initial_epoch, epochs):
@@ -223,7 +226,7 @@ def fit_with_loop(model: keras.Model, strategy: tf.distribute.Strategy, dataset,
         fingerprint = state_fingerprint(state_variables)
         log.info("%sepoch %d: training state fingerprint %08x", worker and worker + ": ",
                  epoch + 1, fingerprint)
-        check_workers_agree(strategy, fingerprint,
+        check_workers_agree(fingerprint,
                             f"the training state at epoch {epoch + 1} (φ banks, "
                             "pseudo-labels, judge; computed on every worker)")
         for step in range(steps_per_epoch):
@@ -236,5 +239,11 @@ def fit_with_loop(model: keras.Model, strategy: tf.distribute.Strategy, dataset,
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break
+    # Also a barrier: no worker leaves (and exits) while another still
+    # trains; after it, each worker's saves and evaluation are local.
+    fingerprint = state_fingerprint(state_variables)
+    log.info("%send of training: state fingerprint %08x", worker and worker + ": ",
+             fingerprint)
+    check_workers_agree(fingerprint, "the state at the end of training")
     callback_list.on_train_end(logs=epoch_logs)
     return model.history

@@ -210,7 +210,7 @@ def _train(config: Config, data: DatasetInfo, task, output_dir: str) -> dict:
         run_callbacks.insert(run_callbacks.index(backup), callbacks_lib.ConsoleProgress(
             config.train.epochs, config.train.steps_per_epoch, bar=verbose == 1))
     started = time.time()
-    if task is None:
+    if not config.train.uses_custom_loop:
         history = model.fit(dataset, epochs=config.train.epochs,
                             steps_per_epoch=config.train.steps_per_epoch,
                             callbacks=run_callbacks, verbose=0,
@@ -220,7 +220,7 @@ def _train(config: Config, data: DatasetInfo, task, output_dir: str) -> dict:
             history = multi_worker.fit_with_loop(
                 model, strategy, dataset, epochs=config.train.epochs,
                 steps_per_epoch=config.train.steps_per_epoch, callbacks=run_callbacks,
-                state_variables=model.weights, worker=task.name)
+                state_variables=model.weights, worker=task.name if task else "")
         except multi_worker.WorkersDisagreeError as error:
             raise TrainingError(f"{error}; the chief's last checkpoint is in "
                                 f"{backup_dir(config.workdir)}") from error
