@@ -3,6 +3,7 @@ two real workers against one process over two replicas."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -369,6 +370,7 @@ def test_two_workers_train_as_one_process_over_two_replicas(tmp_path):
     # Only the chief wrote: outputs in the workdir, the worker's folder removed.
     assert os.path.exists(os.path.join(cluster, "metrics.json"))
     assert sorted(os.listdir(os.path.join(cluster, "logs"))) == ["active_run", "run-001"]
+    assert glob.glob(os.path.join(cluster, "logs", "run-001", "train", "events.*"))
     assert not [n for n in os.listdir(cluster) if n.startswith("workertemp")]
     epoch_lines = [line for line in lines.lines if re.match(r"\[worker \d\] Epoch ", line)]
     assert len(epoch_lines) == 3 and all(line.startswith("[worker 0]") for line in epoch_lines)
