@@ -82,19 +82,20 @@ class LocalCluster:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
-    def _write(self, line: str) -> None:
+    def write(self, line: str) -> None:
+        """Writes one line to the shared stream (whole lines, never interleaved)."""
         with self._lock:
             self.stream.write(line)
             self.stream.flush()
 
     def _pump(self, index: int, pipe) -> None:
         for line in iter(pipe.readline, ""):
-            self._write(f"[worker {index}] {line.rstrip(chr(10))}\n")
+            self.write(f"[worker {index}] {line.rstrip(chr(10))}\n")
         pipe.close()
 
     def start(self) -> None:
         addresses = [f"{self.host}:{p}" for p in free_ports(self.num_workers, self.host)]
-        self._write(f"[launcher] cluster {', '.join(addresses)}\n")
+        self.write(f"[launcher] cluster {', '.join(addresses)}\n")
         for index in range(self.num_workers):
             env = dict(os.environ, TF_CONFIG=tf_config(addresses, index),
                        PYTHONUNBUFFERED="1")
@@ -103,7 +104,7 @@ class LocalCluster:
                 stdin=subprocess.DEVNULL, text=True, errors="replace",
                 start_new_session=True)  # its own process group: killpg reaches its children
             self.processes.append(process)
-            self._write(f"[launcher] worker {index}: pid {process.pid}\n")
+            self.write(f"[launcher] worker {index}: pid {process.pid}\n")
             thread = threading.Thread(target=self._pump, args=(index, process.stdout),
                                       daemon=True)
             thread.start()
@@ -117,13 +118,13 @@ class LocalCluster:
             codes = [p.poll() for p in self.processes]
             for index, code in enumerate(codes):
                 if code not in (None, 0):
-                    self._write(f"[launcher] worker {index} failed with status "
+                    self.write(f"[launcher] worker {index} failed with status "
                                 f"{exit_status(code)}; stopping the others\n")
                     return exit_status(code)
             if all(code == 0 for code in codes):
                 return 0
             if deadline is not None and time.monotonic() > deadline:
-                self._write(f"[launcher] timeout after {timeout:.0f} s; stopping the "
+                self.write(f"[launcher] timeout after {timeout:.0f} s; stopping the "
                             "workers\n")
                 return TIMEOUT_STATUS
             time.sleep(poll_s)
@@ -165,7 +166,7 @@ def run(command: list[str], num_workers: int, timeout: float | None = None,
         return cluster.wait(timeout)
     except (KeyboardInterrupt, _Interrupted) as error:
         signum = getattr(error, "signum", signal.SIGINT)
-        cluster._write(f"[launcher] {signal.Signals(signum).name}: stopping the workers\n")
+        cluster.write(f"[launcher] {signal.Signals(signum).name}: stopping the workers\n")
         return 128 + signum
     finally:
         # Stopping must not be interrupted by a second Ctrl-C or SIGTERM.
