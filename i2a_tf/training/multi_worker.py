@@ -180,6 +180,11 @@ def agreement_check(strategy: tf.distribute.Strategy):
     return check
 
 
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Returns once every worker has called it."""
+    agreement_check(strategy)(0, "the barrier")
+
+
 def fit_with_loop(model: keras.Model, strategy: tf.distribute.Strategy, dataset, *,
                   epochs: int, steps_per_epoch: int, callbacks: list,
                   state_variables, worker: str = "") -> keras.callbacks.History:

@@ -248,6 +248,11 @@ def _train(config: Config, data: DatasetInfo, task, output_dir: str) -> dict:
     if config.loss.use_translation:
         _write_translations(config, model, data, output_dir)
     shutil.rmtree(backup_dir(output_dir), ignore_errors=True)
+    if task is not None:
+        # The chief stays up until every worker has saved: a worker still
+        # talking to the cluster otherwise waits out the heartbeat timeout
+        # (~40 s measured) once the chief has exited.
+        multi_worker.barrier(strategy)
     if output_dir != config.workdir:
         log.info("worker %s done; the chief writes the run's outputs", task.name)
         return {}
