@@ -266,7 +266,8 @@ PROPAGATIONS = ("widest_path", "label_spreading", "self_training")
 EDGE_STRENGTHS = ("min_endpoint", "midpoint")
 KNN_METHODS = ("exact", "approximate")
 SELECTIONS = ("top_fraction", "threshold")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+TRAINING_LOOPS = ("auto", "fit", "custom")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -537,15 +538,34 @@ class TrainConfig:
     discriminator_lr: float = _field(2e-4, "Adam learning rate of D.")
     gan_beta_1: float = _field(0.5, "Adam beta_1 of the G and D optimizers.")
     strategy: str = _field(
-        "default", f"Distribution strategy: {', '.join(STRATEGIES)}.")
+        "default", f"Distribution strategy: {', '.join(STRATEGIES)} (one replica per "
+        "worker process or per GPU, the cluster read from the TF_CONFIG environment "
+        "variable; tools/launch_local_cluster.py starts workers on one machine).")
     num_cpu_devices: int = _field(
         1, "Split the CPU into this many logical devices (to run 'mirrored' "
         "without GPUs).")
+    replica_input_pipelines: bool = _field(
+        False, "With --strategy=mirrored: one input pipeline per replica, each "
+        "reading its own shard of the records (as each worker's pipeline does under "
+        "multi_worker), instead of one pipeline whose batches go to the replicas in "
+        "turn. A mirrored run then reads the batches of a multi-worker run with as "
+        "many workers.")
+    training_loop: str = _field(
+        "auto", f"{', '.join(TRAINING_LOOPS)}: 'fit' is Keras' model.fit; 'custom' "
+        "a loop of strategy.run(train_step) driving the same callbacks (what "
+        "multi_worker needs: Keras 3 fit fails under MultiWorkerMirroredStrategy); "
+        "'auto' is custom under multi_worker, else fit.")
     jit_compile: bool = _field(False, "XLA-compile the train step (default strategy only).")
     mixed_precision: bool = _field(False, "mixed_float16 compute (needs a GPU).")
     verbose: int = _field(-1, "Training progress on stdout: 0 silent, 1 a progress "
                           "bar and one short line per epoch, 2 the line only, -1 "
                           "1 on a terminal and 2 otherwise (logs, pipes).")
+
+    @property
+    def uses_custom_loop(self) -> bool:
+        """Whether training runs `multi_worker.fit_with_loop` instead of fit."""
+        return self.training_loop == "custom" or (
+            self.training_loop == "auto" and self.strategy == "multi_worker")
 
     def validate(self) -> None:
         for name in ("epochs", "steps_per_epoch", "num_cpu_devices"):
@@ -569,6 +589,24 @@ class TrainConfig:
             raise _bad("jit_compile", self.jit_compile,
                        "XLA under --strategy=mirrored fails on CPU logical devices "
                        "in TF 2.21; use --strategy=default or --nojit_compile")
+        if self.jit_compile and self.strategy == "multi_worker":
+            raise _bad("jit_compile", self.jit_compile,
+                       "XLA has no cross-worker collectives on CPU in TF 2.21, so "
+                       "--strategy=multi_worker cannot compile its step; use "
+                       "--nojit_compile")
+        _check_choice("training_loop", self.training_loop, TRAINING_LOOPS)
+        if self.training_loop == "fit" and self.strategy == "multi_worker":
+            raise _bad("training_loop", self.training_loop,
+                       "Keras 3 fit fails under --strategy=multi_worker "
+                       "(keras-team/keras#20585); use --training_loop=custom or auto")
+        if self.jit_compile and self.training_loop == "custom":
+            raise _bad("jit_compile", self.jit_compile,
+                       "the custom training loop does not XLA-compile its step; "
+                       "use --training_loop=fit")
+        if self.replica_input_pipelines and self.strategy != "mirrored":
+            raise _bad("replica_input_pipelines", self.replica_input_pipelines,
+                       "only --strategy=mirrored feeds several replicas from one "
+                       "process")
         if self.num_cpu_devices > 1 and self.strategy != "mirrored":
             raise _bad("num_cpu_devices", self.num_cpu_devices,
                        "logical CPU devices are only used by --strategy=mirrored")

@@ -163,6 +163,21 @@ def modes_from_flag(values: list[str]) -> list[str]:
     return [m for m in MODES if m in values]
 
 
+MULTI_WORKER_MODES = ("train", "evaluate")
+
+
+def check_modes_for_strategy(modes: list[str], config: config_lib.Config) -> None:
+    """Under --strategy=multi_worker every worker runs the same command, so
+    only training (and the evaluation the chief runs after it) may be asked
+    for: N workers preparing one workdir at once would overwrite each other."""
+    if config.train.strategy == "multi_worker" and any(
+            m not in MULTI_WORKER_MODES for m in modes):
+        raise config_lib.ConfigError(
+            f"--mode={','.join(modes)}: --strategy=multi_worker runs on every worker "
+            f"and takes --mode={','.join(MULTI_WORKER_MODES)} only; prepare the data "
+            "first with one --mode=prepare process")
+
+
 def run(modes: list[str], config: config_lib.Config, files: list[str] = ()) -> int:
     """Runs the modes in order; returns the number of files predict failed on."""
     from i2a_tf.training.distribution import configure_determinism, configure_devices
@@ -223,6 +238,7 @@ def main(argv: list[str]) -> int:
     try:
         config = config_from_flags()
         modes = modes_from_flag(FLAGS.mode)
+        check_modes_for_strategy(modes, config)
     except config_lib.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

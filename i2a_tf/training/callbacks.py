@@ -100,12 +100,12 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
     """
 
     def __init__(self, config: Config, labeled_dataset: tf.data.Dataset,
-                 unlabeled_dataset: tf.data.Dataset):
+                 unlabeled_dataset: tf.data.Dataset, output_dir: str | None = None):
         super().__init__()
         self.config = config
         self.labeled_dataset = labeled_dataset
         self.unlabeled_dataset = unlabeled_dataset
-        self.path = os.path.join(config.workdir, "pseudo_labels.json")
+        self.path = os.path.join(output_dir or config.workdir, "pseudo_labels.json")
         self.last: dict | None = None
         self.embed = None
 
@@ -251,17 +251,20 @@ class EpochEvaluation(keras.callbacks.Callback):
     weights as training would save them (`saved_weights`: the EMA when on), so
     the last epoch's `test_uar` is the UAR `metrics.json` reports. Images (TensorBoard, `image_dir`): the confusion matrix of
     the selection split (validation, else test) and one translated
-    spectrogram per class from fixed faces.
+    spectrogram per class from fixed faces. The best-model files go to
+    `output_dir` (default the workdir).
     """
 
-    def __init__(self, config: Config, val_dataset, test_dataset, faces, image_dir):
+    def __init__(self, config: Config, val_dataset, test_dataset, faces, image_dir,
+                 output_dir: str | None = None):
         super().__init__()
         self.config = config
         self.val_dataset = val_dataset
         self.test_dataset = test_dataset
         self.faces = faces  # (images [C, S, S, 1], labels [C]) or None
-        self.best_path = os.path.join(config.workdir, "best.weights.h5")
-        self.best_json = os.path.join(config.workdir, "best.json")
+        output_dir = output_dir or config.workdir
+        self.best_path = os.path.join(output_dir, "best.weights.h5")
+        self.best_json = os.path.join(output_dir, "best.json")
         self.writer = tf.summary.create_file_writer(image_dir)
         self.predict = None
 

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from i2a_tf.config import ConfigError, InputConfig, TrainConfig
+from i2a_tf.training.multi_worker import worker_task_from_env
 
 
 def configure_determinism(inputs: InputConfig) -> None:
@@ -52,9 +53,15 @@ def set_precision_policy(train: TrainConfig) -> None:
 
 def make_strategy(train: TrainConfig) -> tf.distribute.Strategy:
     """The default strategy, or MirroredStrategy over every GPU, or else over
-    the logical CPU devices."""
+    the logical CPU devices, or MultiWorkerMirroredStrategy over the cluster
+    of TF_CONFIG (ConfigError when TF_CONFIG is missing or invalid)."""
     if train.strategy == "default":
         return tf.distribute.get_strategy()
+    if train.strategy == "multi_worker":
+        # Parsed first for a clear error: TensorFlow's own parser either
+        # raises a bare JSON error or silently trains one local worker.
+        worker_task_from_env()
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     if len(devices) < 2:
@@ -62,3 +69,22 @@ def make_strategy(train: TrainConfig) -> tf.distribute.Strategy:
             "--strategy=mirrored: only one device is visible; set "
             "--num_cpu_devices=2 (or more) to mirror over logical CPU devices")
     return tf.distribute.MirroredStrategy(devices)
+
+
+def distribute_train_input(strategy: tf.distribute.Strategy, train: TrainConfig,
+                           input_fn) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+    """The training stream of `input_fn(input_context)` for `strategy`.
+
+    One replica: the plain dataset. Otherwise `distribute_datasets_from_function`:
+    one pipeline per worker process (under multi_worker, each reads its own
+    shard of the records), and under mirrored one pipeline whose per-replica
+    batches go to the replicas in turn, or with `--replica_input_pipelines`
+    one pipeline per replica, sharded as the workers of a multi-worker run.
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return input_fn(None)
+    options = None
+    if train.replica_input_pipelines:
+        options = tf.distribute.InputOptions(
+            experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA)
+    return strategy.distribute_datasets_from_function(input_fn, options)

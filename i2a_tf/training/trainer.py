@@ -24,7 +24,9 @@ from i2a_tf.config import Config, ConfigError, check_trained_frontend, config_fr
 from i2a_tf.data.dataset_info import DatasetInfo
 from i2a_tf.data.pipeline import eval_dataset, face_dataset, make_train_input_fn
 from i2a_tf.training import callbacks as callbacks_lib
-from i2a_tf.training.distribution import make_strategy, set_precision_policy
+from i2a_tf.training import multi_worker
+from i2a_tf.training.distribution import (distribute_train_input, make_strategy,
+                                          set_precision_policy)
 from i2a_tf.models.evaluation import class_predictor, split_metrics
 from i2a_tf.training.image2audio import Image2Audio
 
@@ -36,8 +38,9 @@ class TrainingError(RuntimeError):
     the last good checkpoint is."""
 
 
-def backup_dir(config: Config) -> str:
-    return os.path.join(config.workdir, "backup")
+def backup_dir(workdir: str) -> str:
+    """The checkpoint `FiniteBackupAndRestore` keeps in a run's folder."""
+    return os.path.join(workdir, "backup")
 
 
 def build_model(config: Config, *, num_classes: int, face_size: int,
@@ -102,8 +105,9 @@ def _faces_per_class(config: Config, data: DatasetInfo, per_class: int = 1):
 TRANSLATIONS_PER_CLASS = 4
 
 
-def _write_translations(config: Config, model: Image2Audio, data: DatasetInfo) -> None:
-    """`<workdir>/translations.npz`, to look at and listen to what G learned:
+def _write_translations(config: Config, model: Image2Audio, data: DatasetInfo,
+                        output_dir: str) -> None:
+    """`<output_dir>/translations.npz`, to look at and listen to what G learned:
 
       translated  [C, n, mels, T] float32, G(E(face), c, z) of the first n faces
                   of each class (z drawn with the run's seed), normalised log-mel
@@ -132,25 +136,44 @@ def _write_translations(config: Config, model: Image2Audio, data: DatasetInfo) -
                 real[label, filled[label]] = logmel
                 filled[label] += 1
     np.savez_compressed(
-        os.path.join(config.workdir, "translations.npz"),
+        os.path.join(output_dir, "translations.npz"),
         translated=translated.reshape(num_classes, n, *shape).astype(np.float32),
         real=real, class_names=np.asarray(data.classes),
         band_mean=data.statistics.mean, band_std=data.statistics.std)
 
 
 def train(config: Config) -> dict:
-    """Trains, saves the selected classifier and returns the test metrics."""
+    """Trains, saves the selected classifier and returns the test metrics.
+
+    Under `--strategy=multi_worker` every worker runs this; only the chief
+    writes into the workdir (and evaluates), each other worker writes into a
+    temporary folder removed at the end, and returns {}.
+    """
     keras.utils.set_random_seed(config.data.seed)
     data = DatasetInfo(config)
     if not data.num_examples("train_labeled"):
         raise ConfigError(f"--label_fraction={config.data.label_fraction}: the "
                           "train_labeled split is empty")
-    resuming = os.path.isdir(backup_dir(config))
+    task = (multi_worker.worker_task_from_env()
+            if config.train.strategy == "multi_worker" else None)
+    output_dir = multi_worker.worker_output_dir(config.workdir, task)
+    if output_dir != config.workdir:
+        multi_worker.start_worker_dir(output_dir, backup_dir(config.workdir), "backup")
+    try:
+        return _train(config, data, task, output_dir)
+    finally:
+        if output_dir != config.workdir:
+            shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def _train(config: Config, data: DatasetInfo, task, output_dir: str) -> dict:
+    """`train` writing into `output_dir`; `task` is the multi-worker task or None."""
+    resuming = os.path.isdir(backup_dir(output_dir))
     if not resuming:
         # A fresh run (nothing to resume): drop what an earlier run selected.
         for name in ("best.json", "best.weights.h5", "pseudo_labels.json",
                      "translations.npz"):
-            path = os.path.join(config.workdir, name)
+            path = os.path.join(output_dir, name)
             if os.path.exists(path):
                 os.remove(path)
     set_precision_policy(config.train)
@@ -166,79 +189,94 @@ def train(config: Config) -> dict:
             config, num_classes=len(data.classes), face_size=data.face_size,
             num_unlabeled=data.num_examples("train_unlabeled"),
             bank_size=data.num_examples("train_labeled"))
-    input_fn = make_train_input_fn(config)
-    if replicas > 1:
-        dataset = strategy.distribute_datasets_from_function(input_fn)
-    else:
-        dataset = input_fn(None)
+    dataset = distribute_train_input(strategy, config.train, make_train_input_fn(config))
 
     labeled = eval_dataset(config, "train_labeled", data)
     unlabeled = _optional_split(config, data, "train_unlabeled")
-    log_dir = tensorboard_run_dir(config, resuming)
+    log_dir = tensorboard_run_dir(output_dir, resuming)
     backup = callbacks_lib.FiniteBackupAndRestore(
-        backup_dir(config), on_restore=lambda: reset_learning_rates(model, config))
+        backup_dir(output_dir), on_restore=lambda: reset_learning_rates(model, config))
     run_callbacks = [callbacks_lib.EpochClock()]
     if config.loss.use_translation and config.loss.use_translation_judge:
         run_callbacks.append(callbacks_lib.JudgeSnapshot())
     if config.loss.use_translation and config.loss.use_density_weights:
         run_callbacks.append(callbacks_lib.ClassBankRefresh(labeled))
     if config.graph.use_pseudo_labels and unlabeled is not None:
-        run_callbacks.append(callbacks_lib.PseudoLabelRefresh(config, labeled, unlabeled))
+        run_callbacks.append(callbacks_lib.PseudoLabelRefresh(
+            config, labeled, unlabeled, output_dir=output_dir))
     run_callbacks += [
         callbacks_lib.EpochEvaluation(
             config, _optional_split(config, data, "val"),
             _optional_split(config, data, "test"),
             _faces_per_class(config, data) if config.loss.use_translation else None,
-            os.path.join(log_dir, "images")),
+            os.path.join(log_dir, "images"), output_dir=output_dir),
         # After the evaluation, so an epoch is checkpointed only once its
         # best-model files are written.
         backup,
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0),
     ]
-    verbose = _verbosity(config)
+    verbose = _verbosity(config) if task is None or task.is_chief else 0
     if verbose:
         # After the evaluation and the refreshes, whose numbers it prints.
         run_callbacks.insert(run_callbacks.index(backup), callbacks_lib.ConsoleProgress(
             config.train.epochs, config.train.steps_per_epoch, bar=verbose == 1))
     started = time.time()
-    history = model.fit(dataset, epochs=config.train.epochs,
-                        steps_per_epoch=config.train.steps_per_epoch,
-                        callbacks=run_callbacks, verbose=0,
-                        shuffle=False)  # the input pipeline shuffles
+    if not config.train.uses_custom_loop:
+        history = model.fit(dataset, epochs=config.train.epochs,
+                            steps_per_epoch=config.train.steps_per_epoch,
+                            callbacks=run_callbacks, verbose=0,
+                            shuffle=False)  # the input pipeline shuffles
+    else:
+        try:
+            history = multi_worker.fit_with_loop(
+                model, strategy, dataset, epochs=config.train.epochs,
+                steps_per_epoch=config.train.steps_per_epoch, callbacks=run_callbacks,
+                state_variables=model.weights, worker=task.name if task else "")
+        except multi_worker.WorkersDisagreeError as error:
+            raise TrainingError(f"{error}; the chief's last checkpoint is in "
+                                f"{backup_dir(config.workdir)}") from error
     if backup.diverged_at is not None:
-        where = (f"the last good checkpoint is in {backup_dir(config)} (lower the "
-                 "learning rates and re-run to resume from it)"
-                 if os.path.isdir(backup_dir(config))
+        where = (f"the last good checkpoint is in {backup_dir(config.workdir)} (lower "
+                 "the learning rates and re-run to resume from it)"
+                 if os.path.isdir(backup_dir(output_dir))
                  else "no epoch finished, so there is no checkpoint to resume from")
         raise TrainingError(f"training diverged (non-finite loss) in epoch "
                             f"{backup.diverged_at + 1}; {where}")
     log.info("trained %d epochs in %.0f s", len(history.epoch), time.time() - started)
-    _write_history(config, model, history)
+    _write_history(output_dir, model, history)
 
-    best_json = os.path.join(config.workdir, "best.json")
+    best_json = os.path.join(output_dir, "best.json")
     if not os.path.exists(best_json):
         # No validation selection: keep the weight average (when on).
         model.classifier_optimizer.finalize_variable_values(
             model.classifier.trainable_variables)
     else:
-        model.classifier.load_weights(os.path.join(config.workdir, "best.weights.h5"))
+        model.classifier.load_weights(os.path.join(output_dir, "best.weights.h5"))
         with open(best_json, encoding="utf-8") as f:
             log.info("selected the classifier of epoch %d by validation UAR",
                      json.load(f)["epoch"])
-    model.classifier.save(config.classifier_path)
+    model.classifier.save(os.path.join(output_dir, "classifier.keras"))
     if config.loss.use_translation:
-        _write_translations(config, model, data)
-    shutil.rmtree(backup_dir(config), ignore_errors=True)
+        _write_translations(config, model, data, output_dir)
+    shutil.rmtree(backup_dir(output_dir), ignore_errors=True)
+    if task is not None:
+        # The chief stays up until every worker has saved: a worker still
+        # talking to the cluster otherwise waits out the heartbeat timeout
+        # (~40 s measured) once the chief has exited.
+        multi_worker.barrier(strategy)
+    if output_dir != config.workdir:
+        log.info("worker %s done; the chief writes the run's outputs", task.name)
+        return {}
     return evaluate(config)
 
 
-def tensorboard_run_dir(config: Config, resuming: bool) -> str:
+def tensorboard_run_dir(workdir: str, resuming: bool) -> str:
     """`<workdir>/logs/run-NNN`: each training run logs into a folder of its
     own (TensorBoard shows runs side by side instead of joining them into one
     line); a resumed run continues the folder of the run it resumes, named in
     `logs/active_run`."""
-    logs = os.path.join(config.workdir, "logs")
+    logs = os.path.join(workdir, "logs")
     marker = os.path.join(logs, "active_run")
     if resuming and os.path.exists(marker):
         with open(marker, encoding="utf-8") as f:
@@ -258,11 +296,11 @@ def _verbosity(config: Config) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def _write_history(config: Config, model: Image2Audio, history) -> None:
-    """`<workdir>/history.json`: per-epoch logs of this process's epochs and
+def _write_history(output_dir: str, model: Image2Audio, history) -> None:
+    """`<output_dir>/history.json`: per-epoch logs of this process's epochs and
     the classifier's total step count (which counts restored steps too)."""
     logs = {key: [float(v) for v in values] for key, values in history.history.items()}
-    with open(os.path.join(config.workdir, "history.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(output_dir, "history.json"), "w", encoding="utf-8") as f:
         json.dump({"epochs": [e + 1 for e in history.epoch],
                    "classifier_steps": int(model.classifier_optimizer.iterations.numpy()),
                    "logs": logs}, f, indent=1, allow_nan=True)
