@@ -1,0 +1,387 @@
+"""`--mode=prepare --prepare_runner=beam`: prepare as an Apache Beam pipeline.
+
+The same files as the local runner (`i2a_tf/data/prepare.py`), from the same
+functions: each scanned file goes through `convert_speech_item` /
+`convert_face_item`, each clip through the same compiled front end, the split
+and record order come from `audio_layout` / `face_order` over the clips'
+metadata (scan position, speaker, class, id, length; never the samples), and
+dataset.json from `dataset_json`. What differs is where the full passes run:
+
+* the per-band log-mel mean and variance over the voiced frames of the training
+  split, and the class vocabulary with its frequencies, are tf.Transform
+  analyzers (`tft.mean`, `tft.var`, `tft.vocabulary`) run by
+  `tft_beam.AnalyzeDataset`; their values are read back by transforming one
+  probe instance with the resulting transform function;
+* records are grouped by shard file (at most `--records_per_shard` clips per
+  group), so no worker ever holds more than one shard's clips.
+
+Beam options come from `--beam_pipeline_args` (DirectRunner in process by
+default; Flink, Spark or Dataflow with theirs). Every worker must see the corpus
+and `<workdir>/data` at the same paths (a shared file system).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import shutil
+import tempfile
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+from i2a_tf.config import Config, ConfigError
+from i2a_tf.data import corpora, prepare
+from i2a_tf.data.dataset_info import AUDIO_SPLITS, DATASET_JSON, FACE_SPLIT, SKIPPED_JSON
+from i2a_tf.data.frontend import BandStatistics, statistics_from_moments
+from i2a_tf.data.label_map import LabelMap
+
+log = logging.getLogger(__name__)
+
+# The analyzers' input: one instance per training clip.
+VOICED_LOGMEL = "voiced_logmel"  # the clip's voiced frames, [frames * mels] float32
+CLASS_NAME = "class_name"  # its canonical class name
+_ANALYZER_FEATURES = {
+    VOICED_LOGMEL: tf.io.VarLenFeature(tf.float32),
+    CLASS_NAME: tf.io.FixedLenFeature([], tf.string),
+}
+CLASS_VOCABULARY = "classes"
+_TRAIN_SPLITS = ("train_labeled", "train_unlabeled")
+_RESULT_JSON = "result.json"
+
+
+class _Analysed(NamedTuple):
+    """A clip with its unnormalised log-mel [frames, mels] and voiced bounds."""
+
+    clip: prepare.Clip
+    logmel: np.ndarray
+    start: int
+    end: int
+
+
+class _Failure(NamedTuple):
+    """A configuration error found inside the pipeline (e.g. --test_speakers
+    naming a speaker the corpus lacks), carried to the driver to raise there."""
+
+    message: str
+
+
+class _Placement(NamedTuple):
+    """Scan position -> (split or FACE_SPLIT, index), and each split's shard names."""
+
+    index_of: dict[int, tuple[str, int]]
+    shards: dict[str, list[str]]  # record-file prefix -> names
+
+    def shard_of(self, prefix: str, index: int, per_shard: int) -> str:
+        return self.shards[prefix][index // per_shard]
+
+
+def preprocessing_fn(inputs: dict, num_mels: int) -> dict:
+    """The tf.Transform analyzers; outputs repeat their values once per instance.
+
+    inputs: VOICED_LOGMEL SparseTensor [batch, frames * mels] float32, CLASS_NAME
+    [batch] string. Outputs: band_mean, band_var [batch, mels] float32 (moments
+    over every voiced frame, population variance), class_vocabulary [batch]
+    string (the vocabulary file: 'count name' per line, most frequent first).
+    """
+    frames = tf.reshape(inputs[VOICED_LOGMEL].values, [-1, num_mels])
+    mean = tft.mean(frames, reduce_instance_dims=False)
+    variance = tft.var(frames, reduce_instance_dims=False)
+    vocabulary = tft.vocabulary(inputs[CLASS_NAME], store_frequency=True,
+                                vocab_filename=CLASS_VOCABULARY)
+    batch = tf.shape(inputs[CLASS_NAME])[0]
+    return {"band_mean": tf.tile(mean[tf.newaxis], [batch, 1]),
+            "band_var": tf.tile(variance[tf.newaxis], [batch, 1]),
+            "class_vocabulary": tf.fill([batch], tf.io.read_file(vocabulary))}
+
+
+def _analyzer_metadata() -> dataset_metadata.DatasetMetadata:
+    return dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(_ANALYZER_FEATURES))
+
+
+def _convert(scanned: tuple, convert, label_map: LabelMap, config: Config):
+    """(scan position, item) -> `convert`'s Clip / Face or Skipped."""
+    position, item = scanned
+    return convert(position, item, label_map, config)
+
+
+def _kept_or_skipped(result, num_partitions: int) -> int:
+    del num_partitions
+    return 1 if isinstance(result, prepare.Skipped) else 0
+
+
+class _LogMelFn(beam.DoFn):
+    """Batches of clips -> `_Analysed`, through the local runner's front end."""
+
+    def __init__(self, config: Config):
+        self._config = config
+        self._compute = None
+
+    def setup(self):
+        self._compute = prepare.frontend_fn(self._config)
+
+    def process(self, batch):
+        for clip, (logmel, start, end) in zip(batch, prepare.logmels(batch, self._compute)):
+            yield _Analysed(clip, logmel, start, end)
+
+
+def _audio_layout(metas: list, config: Config):
+    """The layout, None when no clip is usable, or a `_Failure`."""
+    if not metas:
+        return None
+    try:
+        return prepare.audio_layout(metas, config.data)
+    except ConfigError as error:
+        return _Failure(str(error))
+
+
+def _placement(layout, faces_in_order, config: Config) -> _Placement:
+    index_of, shards = {}, {}
+    per_shard = config.data.records_per_shard
+    if isinstance(layout, prepare.AudioLayout):
+        index_of.update(layout.placement())
+        for split in AUDIO_SPLITS:
+            info = prepare.audio_split_info(split, layout.ordered[split], config)
+            shards[f"audio-{split}"] = info["audio_files"]
+            shards[f"logmel-{split}"] = info.get("logmel_files", [])
+    # Faces have their own scan positions: keyed apart from the clips'.
+    index_of.update({(FACE_SPLIT, m.position): (FACE_SPLIT, i)
+                     for i, m in enumerate(faces_in_order)})
+    shards[FACE_SPLIT] = prepare.shard_names(FACE_SPLIT, len(faces_in_order), per_shard)
+    return _Placement(index_of, shards)
+
+
+def _audio_records(analysed: _Analysed, placement: _Placement, config: Config,
+                   root: str):
+    """-> (shard file name, (index, serialized record)) for each record kind."""
+    if analysed.clip.position not in placement.index_of:
+        return  # the layout failed; nothing is written
+    split, index = placement.index_of[analysed.clip.position]
+    per_shard = config.data.records_per_shard
+    yield (placement.shard_of(f"audio-{split}", index, per_shard),
+           (index, prepare.audio_record(analysed.clip, split, index, config, root)))
+    if config.data.precompute_logmel:
+        yield (placement.shard_of(f"logmel-{split}", index, per_shard),
+               (index, prepare.logmel_record(analysed.clip, analysed.logmel, split,
+                                             index, root)))
+
+
+def _face_records(face: prepare.Face, placement: _Placement, config: Config, root: str):
+    _, index = placement.index_of[(FACE_SPLIT, face.position)]
+    yield (placement.shard_of(FACE_SPLIT, index, config.data.records_per_shard),
+           (index, prepare.face_record(face, root)))
+
+
+def _write_shard(shard: tuple, data_dir: str) -> str:
+    """(file name, [(index, record)]) -> the shard file, records in index order;
+    returns its name."""
+    name, records = shard
+    with tf.io.TFRecordWriter(os.path.join(data_dir, name)) as writer:
+        for _, record in sorted(records, key=lambda pair: pair[0]):
+            writer.write(record)
+    return name
+
+
+def _analyzer_instance(analysed: _Analysed, placement: _Placement, classes: tuple):
+    """Training clips -> the analyzers' instance; other clips -> nothing."""
+    where = placement.index_of.get(analysed.clip.position)
+    if where is None or where[0] not in _TRAIN_SPLITS:
+        return
+    voiced = analysed.logmel[analysed.start:analysed.end + 1]
+    yield {VOICED_LOGMEL: np.ascontiguousarray(voiced, np.float32).reshape(-1),
+           CLASS_NAME: classes[analysed.clip.class_id].encode("utf-8")}
+
+
+def _statistics(probe: dict) -> tuple[BandStatistics, dict[str, int]]:
+    """The transformed probe -> (band statistics, class name -> training clips)."""
+    vocabulary = {}
+    for line in probe["class_vocabulary"].decode("utf-8").splitlines():
+        count, name = line.split(" ", 1)
+        vocabulary[name] = int(count)
+    return (statistics_from_moments(probe["band_mean"], probe["band_var"]),
+            vocabulary)
+
+
+def _vocabulary_error(vocabulary: dict[str, int], layout: prepare.AudioLayout,
+                      config: Config) -> str | None:
+    """The analyzers' class vocabulary must be the training split's classes."""
+    expected = {}
+    for split in _TRAIN_SPLITS:
+        for meta in layout.ordered[split]:
+            name = config.data.classes[meta.class_id]
+            expected[name] = expected.get(name, 0) + 1
+    if vocabulary != expected:
+        return (f"tf.Transform's class vocabulary {vocabulary} differs from the "
+                f"training split's class counts {expected}")
+    return None
+
+
+def _finish(_, layout, statistics, faces_in_order, speech_skipped, face_skipped,
+            written, config: Config, roots: tuple[str, str], result_path: str) -> None:
+    """Writes skipped.json, empty shards and dataset.json; then the driver's result."""
+    data_dir = config.data_dir
+    skipped = prepare.skipped_entries(speech_skipped, face_skipped)
+    prepare.write_json(os.path.join(data_dir, SKIPPED_JSON), skipped)
+    num_clips = (sum(len(m) for m in layout.ordered.values())
+                 if isinstance(layout, prepare.AudioLayout) else 0)
+    result = {}
+    error = prepare.unusable_error(config, roots, num_clips, len(faces_in_order),
+                                   len(speech_skipped), len(face_skipped))
+    if error:
+        result = {"prepare_error": error}
+    elif isinstance(layout, _Failure):
+        result = {"config_error": layout.message}
+    else:
+        band_statistics, vocabulary = statistics
+        error = _vocabulary_error(vocabulary, layout, config)
+        if error:
+            result = {"prepare_error": error}
+    if not result:
+        dataset = prepare.dataset_json(config, roots, band_statistics, layout,
+                                       faces_in_order, speech_skipped, face_skipped)
+        expected = [name for split in AUDIO_SPLITS
+                    for key in ("audio_files", "logmel_files")
+                    for name in dataset["splits"][split].get(key, [])]
+        expected += dataset["splits"][FACE_SPLIT]["face_files"]
+        for name in sorted(set(expected) - set(written)):
+            # A split without clips still gets its (empty) shard.
+            tf.io.TFRecordWriter(os.path.join(data_dir, name)).close()
+        prepare.write_json(os.path.join(data_dir, DATASET_JSON), dataset)
+        result = {"skipped": len(skipped)}
+    prepare.write_json(result_path, result)
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: Config, roots: tuple[str, str],
+                   speech_scan: corpora.Scan, face_scan: corpora.Scan,
+                   result_path: str) -> None:
+    """Adds prepare's transforms to `pipeline`; running it writes `<workdir>/data`
+    and a one-line `result_path` for the driver."""
+    data = config.data
+    label_map = LabelMap(data.classes, data.label_map)
+    classes = tuple(data.classes)
+
+    clips, speech_skipped = (
+        pipeline
+        | "ListSpeech" >> beam.Create(list(enumerate(speech_scan.items)))
+        | "DecodeSpeech" >> beam.Map(_convert, prepare.convert_speech_item,
+                                          label_map, config)
+        | "SpeechKeptOrSkipped" >> beam.Partition(_kept_or_skipped, 2))
+    faces, face_skipped = (
+        pipeline
+        | "ListFaces" >> beam.Create(list(enumerate(face_scan.items)))
+        | "DecodeFaces" >> beam.Map(_convert, prepare.convert_face_item,
+                                         label_map, config)
+        | "FacesKeptOrSkipped" >> beam.Partition(_kept_or_skipped, 2))
+    # Scan-level skips (names, extensions) join the decoding ones.
+    speech_skipped = (
+        (speech_skipped, pipeline | "ScanSkippedSpeech" >> beam.Create(
+            [prepare.Skipped(**s) for s in speech_scan.skipped]))
+        | "AllSkippedSpeech" >> beam.Flatten())
+    face_skipped = (
+        (face_skipped, pipeline | "ScanSkippedFaces" >> beam.Create(
+            [prepare.Skipped(**s) for s in face_scan.skipped]))
+        | "AllSkippedFaces" >> beam.Flatten())
+
+    analysed = (clips
+                | "BatchClips" >> beam.BatchElements(min_batch_size=1, max_batch_size=32)
+                | "LogMel" >> beam.ParDo(_LogMelFn(config)))
+    layout = beam.pvalue.AsSingleton(
+        analysed
+        | "ClipMeta" >> beam.Map(lambda a: prepare.clip_meta(a.clip))
+        | "AllClipMeta" >> beam.combiners.ToList()
+        | "Layout" >> beam.Map(_audio_layout, config))
+    faces_in_order = beam.pvalue.AsSingleton(
+        faces
+        | "FaceMeta" >> beam.Map(prepare.face_meta)
+        | "AllFaceMeta" >> beam.combiners.ToList()
+        | "FaceOrder" >> beam.Map(prepare.face_order, data))
+    placement = beam.pvalue.AsSingleton(
+        pipeline
+        | "PlacementSeed" >> beam.Create([None])
+        | "Placement" >> beam.Map(lambda _, layout, faces: _placement(layout, faces, config),
+                                  layout, faces_in_order))
+
+    audio = analysed | "AudioRecords" >> beam.FlatMap(_audio_records, placement, config,
+                                                      roots[0])
+    face_records = faces | "FaceRecords" >> beam.FlatMap(_face_records, placement,
+                                                         config, roots[1])
+    written = (
+        (audio, face_records)
+        | "AllRecords" >> beam.Flatten()
+        | "ByShard" >> beam.GroupByKey()
+        | "WriteShards" >> beam.Map(_write_shard, config.data_dir))
+
+    instances = analysed | "AnalyzerInstances" >> beam.FlatMap(
+        _analyzer_instance, placement, classes)
+    metadata = _analyzer_metadata()
+    transform_fn = (instances, metadata) | "Analyze" >> tft_beam.AnalyzeDataset(
+        lambda inputs: preprocessing_fn(inputs, config.frontend.num_mels))
+    probe = pipeline | "Probe" >> beam.Create(
+        [{VOICED_LOGMEL: np.zeros(0, np.float32), CLASS_NAME: b""}])
+    transformed, _ = ((probe, metadata), transform_fn) | "ReadAnalyzers" >> (
+        tft_beam.TransformDataset())
+    statistics = transformed | "Statistics" >> beam.Map(_statistics)
+
+    _ = (pipeline
+         | "FinishSeed" >> beam.Create([None])
+         | "Finish" >> beam.Map(
+             _finish, layout, beam.pvalue.AsSingleton(statistics), faces_in_order,
+             beam.pvalue.AsList(speech_skipped), beam.pvalue.AsList(face_skipped),
+             beam.pvalue.AsList(written), config=config, roots=roots,
+             result_path=result_path))
+
+
+def pipeline_options(config: Config) -> PipelineOptions:
+    """--beam_pipeline_args as Beam options (no arguments: the in-process
+    DirectRunner)."""
+    return PipelineOptions(shlex.split(config.data.beam_pipeline_args))
+
+
+def prepare_with_beam(config: Config) -> dict:
+    """Runs prepare as a Beam pipeline; returns the dataset.json contents.
+
+    Raises PrepareError (no usable clip or face; skipped.json says why) or
+    ConfigError (a split flag that does not fit the corpus), as the local runner.
+    """
+    data = config.data
+    data_dir = config.data_dir
+    os.makedirs(data_dir, exist_ok=True)
+    roots = prepare.synthetic_roots(config)
+    speech_scan = corpora.scan_speech(data.speech_corpus, roots[0])
+    face_scan = corpora.scan_faces(data.face_corpus, roots[1])
+    log.info("found %d speech files (%d not usable by name), %d face images "
+             "(%d not usable by name); running the Beam pipeline (%s)",
+             len(speech_scan.items), len(speech_scan.skipped), len(face_scan.items),
+             len(face_scan.skipped), data.beam_pipeline_args or "DirectRunner")
+    prepare.remove_old_records(data_dir)
+    temp_dir = tempfile.mkdtemp(prefix=".beam-", dir=data_dir)
+    result_path = os.path.join(temp_dir, _RESULT_JSON)
+    try:
+        with beam.Pipeline(options=pipeline_options(config)) as pipeline:
+            with tft_beam.Context(temp_dir=os.path.join(temp_dir, "tft"),
+                                  force_tf_compat_v1=False):
+                build_pipeline(pipeline, config, roots, speech_scan, face_scan,
+                               result_path)
+        with open(result_path, encoding="utf-8") as handle:
+            result = json.load(handle)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    with open(os.path.join(data_dir, SKIPPED_JSON), encoding="utf-8") as handle:
+        prepare.log_skipped(json.load(handle), data_dir)
+    if "config_error" in result:
+        raise ConfigError(result["config_error"])
+    if "prepare_error" in result:
+        raise prepare.PrepareError(result["prepare_error"])
+    with open(os.path.join(data_dir, DATASET_JSON), encoding="utf-8") as handle:
+        dataset = json.load(handle)
+    prepare.log_prepared(dataset, data_dir)
+    return dataset
