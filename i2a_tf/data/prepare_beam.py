@@ -144,7 +144,7 @@ def _audio_layout(metas: list, config: Config):
         return _Failure(str(error))
 
 
-def _placement(layout, faces_in_order, config: Config) -> _Placement:
+def _placement(_, layout, faces_in_order, config: Config) -> _Placement:
     index_of, shards = {}, {}
     per_shard = config.data.records_per_shard
     if isinstance(layout, prepare.AudioLayout):
@@ -225,39 +225,45 @@ def _vocabulary_error(vocabulary: dict[str, int], layout: prepare.AudioLayout,
     return None
 
 
+def _outcome_error(layout, statistics, num_faces: int, speech_skipped, face_skipped,
+                   config: Config, roots: tuple[str, str]) -> dict[str, str] | None:
+    """Why no dataset.json can be written, as {"prepare_error" or "config_error":
+    message}, or None."""
+    num_clips = (sum(len(m) for m in layout.ordered.values())
+                 if isinstance(layout, prepare.AudioLayout) else 0)
+    error = prepare.unusable_error(config, roots, num_clips, num_faces,
+                                   len(speech_skipped), len(face_skipped))
+    if error:
+        return {"prepare_error": error}
+    if isinstance(layout, _Failure):
+        return {"config_error": layout.message}
+    error = _vocabulary_error(statistics[1], layout, config)
+    return {"prepare_error": error} if error else None
+
+
 def _finish(_, layout, statistics, faces_in_order, speech_skipped, face_skipped,
             written, config: Config, roots: tuple[str, str], result_path: str) -> None:
-    """Writes skipped.json, empty shards and dataset.json; then the driver's result."""
+    """Writes skipped.json, then (if the data is usable) the empty shards of
+    empty splits and dataset.json; last the driver's result file."""
     data_dir = config.data_dir
     skipped = prepare.skipped_entries(speech_skipped, face_skipped)
     prepare.write_json(os.path.join(data_dir, SKIPPED_JSON), skipped)
-    num_clips = (sum(len(m) for m in layout.ordered.values())
-                 if isinstance(layout, prepare.AudioLayout) else 0)
-    result = {}
-    error = prepare.unusable_error(config, roots, num_clips, len(faces_in_order),
-                                   len(speech_skipped), len(face_skipped))
+    error = _outcome_error(layout, statistics, len(faces_in_order), speech_skipped,
+                           face_skipped, config, roots)
     if error:
-        result = {"prepare_error": error}
-    elif isinstance(layout, _Failure):
-        result = {"config_error": layout.message}
-    else:
-        band_statistics, vocabulary = statistics
-        error = _vocabulary_error(vocabulary, layout, config)
-        if error:
-            result = {"prepare_error": error}
-    if not result:
-        dataset = prepare.dataset_json(config, roots, band_statistics, layout,
-                                       faces_in_order, speech_skipped, face_skipped)
-        expected = [name for split in AUDIO_SPLITS
-                    for key in ("audio_files", "logmel_files")
-                    for name in dataset["splits"][split].get(key, [])]
-        expected += dataset["splits"][FACE_SPLIT]["face_files"]
-        for name in sorted(set(expected) - set(written)):
-            # A split without clips still gets its (empty) shard.
-            tf.io.TFRecordWriter(os.path.join(data_dir, name)).close()
-        prepare.write_json(os.path.join(data_dir, DATASET_JSON), dataset)
-        result = {"skipped": len(skipped)}
-    prepare.write_json(result_path, result)
+        prepare.write_json(result_path, error)
+        return
+    dataset = prepare.dataset_json(config, roots, statistics[0], layout,
+                                   faces_in_order, speech_skipped, face_skipped)
+    expected = [name for split in AUDIO_SPLITS
+                for key in ("audio_files", "logmel_files")
+                for name in dataset["splits"][split].get(key, [])]
+    expected += dataset["splits"][FACE_SPLIT]["face_files"]
+    for name in sorted(set(expected) - set(written)):
+        # A split without clips still gets its (empty) shard.
+        tf.io.TFRecordWriter(os.path.join(data_dir, name)).close()
+    prepare.write_json(os.path.join(data_dir, DATASET_JSON), dataset)
+    prepare.write_json(result_path, {"skipped": len(skipped)})
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: Config, roots: tuple[str, str],
@@ -307,8 +313,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: Config, roots: tuple[str, st
     placement = beam.pvalue.AsSingleton(
         pipeline
         | "PlacementSeed" >> beam.Create([None])
-        | "Placement" >> beam.Map(lambda _, layout, faces: _placement(layout, faces, config),
-                                  layout, faces_in_order))
+        | "Placement" >> beam.Map(_placement, layout, faces_in_order, config))
 
     audio = analysed | "AudioRecords" >> beam.FlatMap(_audio_records, placement, config,
                                                       roots[0])
