@@ -18,7 +18,7 @@ for _module in ("apache_beam", "tensorflow_transform"):
 from conftest import run_main, tone, write_wav  # noqa: E402
 from i2a_tf import config as config_lib  # noqa: E402
 from i2a_tf.data import schema, synthetic  # noqa: E402
-from i2a_tf.data.prepare import prepare  # noqa: E402
+from i2a_tf.data.prepare import PrepareError, prepare  # noqa: E402
 
 CLASSES = ("anger", "happiness", "sadness")
 _TEXT = ("speaker", "utterance_id", "source_path", "subject")
@@ -123,3 +123,21 @@ def test_same_record_files_and_examples(prepared_both):
             np.testing.assert_allclose(np.frombuffer(beam_logmel, np.float32),
                                        np.frombuffer(local_logmel, np.float32),
                                        rtol=1e-5, atol=1e-5)
+
+
+def test_no_usable_clip_fails_like_the_local_runner(tmp_path):
+    speech, faces = str(tmp_path / "speech"), str(tmp_path / "faces")
+    os.makedirs(os.path.join(speech, "anger"))
+    write_wav(os.path.join(speech, "anger", "spk01_short.wav"), tone(0.1))
+    synthetic.generate_face_corpus(faces, classes=CLASSES, num_subjects=1,
+                                   images_per_subject_per_class=1, image_size=24)
+    messages = {}
+    for runner in ("local", "beam"):
+        config = config_lib.config_from_flat(
+            _flags(str(tmp_path / runner), speech, faces, runner))
+        with pytest.raises(PrepareError) as error:
+            prepare(config)
+        messages[runner] = str(error.value).replace(f"/{runner}/", "/")
+        assert _json(config.data_dir, "skipped.json")[0]["reason"].startswith("too short")
+    assert messages["beam"] == messages["local"]
+    assert messages["beam"].startswith("no usable speech clip")
