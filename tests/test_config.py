@@ -56,6 +56,11 @@ def test_round_trip_through_json(tmp_path):
     ({"model_name": ".hidden"}, "--model_name=.hidden: must be a non-empty folder name"),
     ({"export_version": -1}, "--export_version=-1: must be a positive version"),
     ({"representative_clips": 0}, "--representative_clips=0: must be >= 1"),
+    ({"prepare_runner": "spark"}, "--prepare_runner=spark: must be one of local, beam"),
+    ({"beam_pipeline_args": "--runner=DirectRunner"},
+     "--beam_pipeline_args=--runner=DirectRunner: only used with --prepare_runner=beam"),
+    ({"prepare_runner": "beam", "beam_pipeline_args": "--job_name='x"},
+     "--beam_pipeline_args=--job_name='x: does not parse as a command line"),
 ])
 def test_bad_values_name_the_flag(values, message):
     with pytest.raises(config_lib.ConfigError) as error:

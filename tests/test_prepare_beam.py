@@ -141,3 +141,22 @@ def test_no_usable_clip_fails_like_the_local_runner(tmp_path):
         assert _json(config.data_dir, "skipped.json")[0]["reason"].startswith("too short")
     assert messages["beam"] == messages["local"]
     assert messages["beam"].startswith("no usable speech clip")
+
+
+def test_pipeline_args_reach_beam_and_unknown_ones_name_the_flag(tmp_path):
+    from i2a_tf.data import prepare_beam
+    args = ("--runner=DirectRunner --direct_num_workers=2 "
+            "--direct_running_mode=multi_processing")
+    config = config_lib.config_from_flat({"workdir": str(tmp_path),
+                                          "prepare_runner": "beam",
+                                          "beam_pipeline_args": args})
+    options = prepare_beam.pipeline_options(config).get_all_options()
+    assert (options["runner"], options["direct_num_workers"]) == ("DirectRunner", 2)
+    config = config_lib.config_from_flat({"workdir": str(tmp_path),
+                                          "prepare_runner": "beam",
+                                          "beam_pipeline_args": "--runner=DirectRunner "
+                                                                "--num_wrokers=2"})
+    with pytest.raises(config_lib.ConfigError) as error:
+        prepare_beam.pipeline_options(config)
+    assert str(error.value) == ("--beam_pipeline_args=--runner=DirectRunner "
+                                "--num_wrokers=2: Beam has no option --num_wrokers")

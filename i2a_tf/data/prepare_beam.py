@@ -347,8 +347,16 @@ def build_pipeline(pipeline: beam.Pipeline, config: Config, roots: tuple[str, st
 
 def pipeline_options(config: Config) -> PipelineOptions:
     """--beam_pipeline_args as Beam options (no arguments: the in-process
-    DirectRunner)."""
-    return PipelineOptions(shlex.split(config.data.beam_pipeline_args))
+    DirectRunner); an option Beam does not know is an error, not a warning."""
+    args = config.data.beam_pipeline_args
+    options = PipelineOptions(shlex.split(args))
+    unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
+                     - set(options.get_all_options()))
+    if unknown:
+        raise ConfigError(
+            f"--beam_pipeline_args={args}: Beam has no option "
+            f"{', '.join('--' + name for name in unknown)}")
+    return options
 
 
 def prepare_with_beam(config: Config) -> dict:
@@ -359,6 +367,7 @@ def prepare_with_beam(config: Config) -> dict:
     """
     data = config.data
     data_dir = config.data_dir
+    options = pipeline_options(config)
     os.makedirs(data_dir, exist_ok=True)
     roots = prepare.synthetic_roots(config)
     speech_scan = corpora.scan_speech(data.speech_corpus, roots[0])
@@ -371,7 +380,7 @@ def prepare_with_beam(config: Config) -> dict:
     temp_dir = tempfile.mkdtemp(prefix=".beam-", dir=data_dir)
     result_path = os.path.join(temp_dir, _RESULT_JSON)
     try:
-        with beam.Pipeline(options=pipeline_options(config)) as pipeline:
+        with beam.Pipeline(options=options) as pipeline:
             with tft_beam.Context(temp_dir=os.path.join(temp_dir, "tft"),
                                   force_tf_compat_v1=False):
                 build_pipeline(pipeline, config, roots, speech_scan, face_scan,
