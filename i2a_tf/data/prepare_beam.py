@@ -12,8 +12,13 @@ dataset.json from `dataset_json`. What differs is where the full passes run:
   analyzers (`tft.mean`, `tft.var`, `tft.vocabulary`) run by
   `tft_beam.AnalyzeDataset`; their values are read back by transforming one
   probe instance with the resulting transform function;
-* records are grouped by shard file (at most `--records_per_shard` clips per
-  group), so no worker ever holds more than one shard's clips.
+* only metadata crosses a stage boundary: a clip is decoded once for its
+  metadata, again in the step that writes its shard (clips are grouped by
+  shard, at most `--records_per_shard` per group) and, for training clips, once
+  more where its voiced frames feed the analyzers. Carrying the samples between
+  stages instead lost elements on the multi-processing DirectRunner at 20,000
+  clips (a 767 MB stage output; see BUILD.md) and held them all in memory on
+  the in-process one; decoding is cheap next to that.
 
 Beam options come from `--beam_pipeline_args` (DirectRunner in process by
 default; Flink, Spark or Dataflow with theirs). Every worker must see the corpus
@@ -56,15 +61,6 @@ _ANALYZER_FEATURES = {
 CLASS_VOCABULARY = "classes"
 _TRAIN_SPLITS = ("train_labeled", "train_unlabeled")
 _RESULT_JSON = "result.json"
-
-
-class _Analysed(NamedTuple):
-    """A clip with its unnormalised log-mel [frames, mels] and voiced bounds."""
-
-    clip: prepare.Clip
-    logmel: np.ndarray
-    start: int
-    end: int
 
 
 class _Failure(NamedTuple):
@@ -119,19 +115,113 @@ def _kept_or_skipped(result, num_partitions: int) -> int:
     return 1 if isinstance(result, prepare.Skipped) else 0
 
 
-class _LogMelFn(beam.DoFn):
-    """Batches of clips -> `_Analysed`, through the local runner's front end."""
+class _Decoder:
+    """Decodes clips again where their samples are needed (a worker-local
+    front end, compiled once per DoFn instance)."""
 
     def __init__(self, config: Config):
         self._config = config
+        self._label_map = LabelMap(config.data.classes, config.data.label_map)
         self._compute = None
 
+    def clips(self, entries) -> list[prepare.Clip]:
+        """(scan position, item) pairs -> their clips; a file that no longer
+        decodes to a clip (changed during prepare) is an error."""
+        clips = []
+        for position, item in entries:
+            clip = prepare.convert_speech_item(position, item, self._label_map,
+                                               self._config)
+            if isinstance(clip, prepare.Skipped):
+                raise prepare.PrepareError(
+                    f"{item.path} changed while prepare ran: first decoded, now "
+                    f"{clip.reason}")
+            clips.append(clip)
+        return clips
+
+    def logmels(self, clips: list[prepare.Clip]):
+        if self._compute is None:
+            self._compute = prepare.frontend_fn(self._config)
+        return prepare.logmels(clips, self._compute)
+
+
+class _WriteAudioShardFn(beam.DoFn):
+    """((split, shard), [(index, position, item)]) -> the shard's audio (and
+    log-mel) record files, records in index order; yields the file names."""
+
+    def __init__(self, config: Config, root: str):
+        self._config, self._root = config, root
+
     def setup(self):
-        self._compute = prepare.frontend_fn(self._config)
+        self._decoder = _Decoder(self._config)
+
+    def process(self, group, placement):
+        (split, shard), members = group
+        members = sorted(members, key=lambda member: member[0])
+        clips = self._decoder.clips([(position, item) for _, position, item in members])
+        indices = [index for index, _, _ in members]
+        data_dir = self._config.data_dir
+        name = placement.shards[f"audio-{split}"][shard]
+        with tf.io.TFRecordWriter(os.path.join(data_dir, name)) as writer:
+            for index, clip in zip(indices, clips):
+                writer.write(prepare.audio_record(clip, split, index, self._config,
+                                                  self._root))
+        yield name
+        if self._config.data.precompute_logmel:
+            name = placement.shards[f"logmel-{split}"][shard]
+            with tf.io.TFRecordWriter(os.path.join(data_dir, name)) as writer:
+                for index, clip, (logmel, _, _) in zip(
+                        indices, clips, self._decoder.logmels(clips)):
+                    writer.write(prepare.logmel_record(clip, logmel, split, index,
+                                                       self._root))
+            yield name
+
+
+class _AnalyzerInstancesFn(beam.DoFn):
+    """Batches of training (position, item) -> the analyzers' instances."""
+
+    def __init__(self, config: Config):
+        self._config = config
+
+    def setup(self):
+        self._decoder = _Decoder(self._config)
 
     def process(self, batch):
-        for clip, (logmel, start, end) in zip(batch, prepare.logmels(batch, self._compute)):
-            yield _Analysed(clip, logmel, start, end)
+        classes = self._config.data.classes
+        clips = self._decoder.clips(batch)
+        for clip, (logmel, start, end) in zip(clips, self._decoder.logmels(clips)):
+            voiced = np.ascontiguousarray(logmel[start:end + 1], np.float32)
+            yield {VOICED_LOGMEL: voiced.reshape(-1),
+                   CLASS_NAME: classes[clip.class_id].encode("utf-8")}
+
+
+def _clip_entry(clip: prepare.Clip) -> tuple[prepare.ClipMeta, corpora.SpeechItem]:
+    """What travels on from the first decode: metadata and the file, no samples."""
+    return prepare.clip_meta(clip), clip.item
+
+
+def _audio_shard_member(entry, placement: _Placement, per_shard: int):
+    """-> ((split, shard number), (index, position, item)); nothing when the
+    layout failed."""
+    meta, item = entry
+    if meta.position in placement.index_of:
+        split, index = placement.index_of[meta.position]
+        yield (split, index // per_shard), (index, meta.position, item)
+
+
+def _training_entry(entry, placement: _Placement):
+    meta, item = entry
+    where = placement.index_of.get(meta.position)
+    if where is not None and where[0] in _TRAIN_SPLITS:
+        yield meta.position, item
+
+
+def _write_face_shard(group: tuple, data_dir: str) -> str:
+    """(file name, [(index, record)]) -> the shard file, records in index order."""
+    name, records = group
+    with tf.io.TFRecordWriter(os.path.join(data_dir, name)) as writer:
+        for _, record in sorted(records, key=lambda pair: pair[0]):
+            writer.write(record)
+    return name
 
 
 def _audio_layout(metas: list, config: Config):
@@ -160,45 +250,10 @@ def _placement(_, layout, faces_in_order, config: Config) -> _Placement:
     return _Placement(index_of, shards)
 
 
-def _audio_records(analysed: _Analysed, placement: _Placement, config: Config,
-                   root: str):
-    """-> (shard file name, (index, serialized record)) for each record kind."""
-    if analysed.clip.position not in placement.index_of:
-        return  # the layout failed; nothing is written
-    split, index = placement.index_of[analysed.clip.position]
-    per_shard = config.data.records_per_shard
-    yield (placement.shard_of(f"audio-{split}", index, per_shard),
-           (index, prepare.audio_record(analysed.clip, split, index, config, root)))
-    if config.data.precompute_logmel:
-        yield (placement.shard_of(f"logmel-{split}", index, per_shard),
-               (index, prepare.logmel_record(analysed.clip, analysed.logmel, split,
-                                             index, root)))
-
-
 def _face_records(face: prepare.Face, placement: _Placement, config: Config, root: str):
     _, index = placement.index_of[(FACE_SPLIT, face.position)]
     yield (placement.shard_of(FACE_SPLIT, index, config.data.records_per_shard),
            (index, prepare.face_record(face, root)))
-
-
-def _write_shard(shard: tuple, data_dir: str) -> str:
-    """(file name, [(index, record)]) -> the shard file, records in index order;
-    returns its name."""
-    name, records = shard
-    with tf.io.TFRecordWriter(os.path.join(data_dir, name)) as writer:
-        for _, record in sorted(records, key=lambda pair: pair[0]):
-            writer.write(record)
-    return name
-
-
-def _analyzer_instance(analysed: _Analysed, placement: _Placement, classes: tuple):
-    """Training clips -> the analyzers' instance; other clips -> nothing."""
-    where = placement.index_of.get(analysed.clip.position)
-    if where is None or where[0] not in _TRAIN_SPLITS:
-        return
-    voiced = analysed.logmel[analysed.start:analysed.end + 1]
-    yield {VOICED_LOGMEL: np.ascontiguousarray(voiced, np.float32).reshape(-1),
-           CLASS_NAME: classes[analysed.clip.class_id].encode("utf-8")}
 
 
 def _statistics(probe: dict) -> tuple[BandStatistics, dict[str, int]]:
@@ -273,7 +328,6 @@ def build_pipeline(pipeline: beam.Pipeline, config: Config, roots: tuple[str, st
     and a one-line `result_path` for the driver."""
     data = config.data
     label_map = LabelMap(data.classes, data.label_map)
-    classes = tuple(data.classes)
 
     clips, speech_skipped = (
         pipeline
@@ -297,12 +351,10 @@ def build_pipeline(pipeline: beam.Pipeline, config: Config, roots: tuple[str, st
             [prepare.Skipped(**s) for s in face_scan.skipped]))
         | "AllSkippedFaces" >> beam.Flatten())
 
-    analysed = (clips
-                | "BatchClips" >> beam.BatchElements(min_batch_size=1, max_batch_size=32)
-                | "LogMel" >> beam.ParDo(_LogMelFn(config)))
+    entries = clips | "ClipEntries" >> beam.Map(_clip_entry)
     layout = beam.pvalue.AsSingleton(
-        analysed
-        | "ClipMeta" >> beam.Map(lambda a: prepare.clip_meta(a.clip))
+        entries
+        | "ClipMeta" >> beam.Map(lambda entry: entry[0])
         | "AllClipMeta" >> beam.combiners.ToList()
         | "Layout" >> beam.Map(_audio_layout, config))
     faces_in_order = beam.pvalue.AsSingleton(
@@ -315,18 +367,26 @@ def build_pipeline(pipeline: beam.Pipeline, config: Config, roots: tuple[str, st
         | "PlacementSeed" >> beam.Create([None])
         | "Placement" >> beam.Map(_placement, layout, faces_in_order, config))
 
-    audio = analysed | "AudioRecords" >> beam.FlatMap(_audio_records, placement, config,
-                                                      roots[0])
-    face_records = faces | "FaceRecords" >> beam.FlatMap(_face_records, placement,
-                                                         config, roots[1])
-    written = (
-        (audio, face_records)
-        | "AllRecords" >> beam.Flatten()
-        | "ByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.Map(_write_shard, config.data_dir))
+    audio_files = (
+        entries
+        | "AudioShardMembers" >> beam.FlatMap(_audio_shard_member, placement,
+                                              data.records_per_shard)
+        | "ByAudioShard" >> beam.GroupByKey()
+        | "WriteAudioShards" >> beam.ParDo(_WriteAudioShardFn(config, roots[0]),
+                                           placement))
+    face_files = (
+        faces
+        | "FaceRecords" >> beam.FlatMap(_face_records, placement, config, roots[1])
+        | "ByFaceShard" >> beam.GroupByKey()
+        | "WriteFaceShards" >> beam.Map(_write_face_shard, config.data_dir))
+    written = (audio_files, face_files) | "AllShards" >> beam.Flatten()
 
-    instances = analysed | "AnalyzerInstances" >> beam.FlatMap(
-        _analyzer_instance, placement, classes)
+    instances = (
+        entries
+        | "TrainingClips" >> beam.FlatMap(_training_entry, placement)
+        | "BatchTrainingClips" >> beam.BatchElements(min_batch_size=1,
+                                                     max_batch_size=32)
+        | "AnalyzerInstances" >> beam.ParDo(_AnalyzerInstancesFn(config)))
     metadata = _analyzer_metadata()
     transform_fn = (instances, metadata) | "Analyze" >> tft_beam.AnalyzeDataset(
         lambda inputs: preprocessing_fn(inputs, config.frontend.num_mels))
