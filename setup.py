@@ -20,15 +20,18 @@ setuptools.setup(
         # tensorflow-probability refuses to import without tf-keras.
         "tf-keras>=2.21,<2.22",
         "numpy>=1.26,<3",
-        "absl-py>=2.1,<3",
+        # tfx-bsl (the beam extra) still requires absl-py < 2; i2a_tf works with both.
+        "absl-py>=1.4,<3",
         "scikit-learn>=1.5,<2",
         "scipy>=1.13,<2",
         "soundfile>=0.12,<1",
         "pillow>=10,<14",
         # tf.summary needs it for the training logs; tensorflow 2.21 does not pull it in.
         "tensorboard>=2.21,<2.22",
-        # --mode=export: PredictionLog protos for the TF Serving warm-up file.
-        "tensorflow-serving-api>=2.21,<2.22",
+        # --mode=export: PredictionLog protos for the TF Serving warm-up file
+        # (their protos have not changed since 2.19; tfx-bsl 1.21, in the beam
+        # extra, requires < 2.20).
+        "tensorflow-serving-api>=2.19.1,<2.22",
         # Runs the TFLite models (tf.lite.Interpreter is deprecated).
         "ai-edge-litert>=2.3,<3",
         # --mode=study: the report's plots.
@@ -36,5 +39,12 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest>=8,<10"],
+        # --prepare_runner=beam: prepare as an Apache Beam pipeline, statistics
+        # from tf.Transform analyzers (versions that install beside tensorflow 2.21).
+        "beam": [
+            "apache-beam>=2.77,<2.78",
+            "tensorflow-transform==1.21.0",
+            "tfx-bsl==1.21.0",
+        ],
     },
 )

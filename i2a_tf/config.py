@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 from typing import Any, Mapping
 
 SPEECH_CORPORA = ("synthetic", "emodb", "ravdess", "cremad", "tess", "folder")
@@ -22,6 +23,7 @@ PAD_MODES = ("repeat", "mean")
 TFLITE_VARIANTS = ("float32", "dynamic_range", "int8")
 INT8_FRONTENDS = ("float", "int8")
 INT8_WEIGHTS = ("auto", "per_channel", "per_tensor")
+PREPARE_RUNNERS = ("local", "beam")
 
 
 class ConfigError(ValueError):
@@ -151,6 +153,15 @@ class DataConfig:
     records_per_shard: int = _field(256, "TFRecord shard size (records per file).")
     precompute_logmel: bool = _field(
         False, "Also write log-mel records (a faster second record kind).")
+    prepare_runner: str = _field(
+        "local", "How --mode=prepare runs: 'local' (in this process) or 'beam' (an "
+        "Apache Beam pipeline whose statistics come from tf.Transform analyzers; "
+        "needs pip install '.[beam]'). Both write the same records and JSON files.")
+    beam_pipeline_args: str = _field(
+        "", "With --prepare_runner=beam: Beam pipeline options, space-separated as "
+        "on a command line, e.g. '--runner=DirectRunner --direct_num_workers=2 "
+        "--direct_running_mode=multi_processing' (empty: the DirectRunner in this "
+        "process).")
     synthetic_speakers: int = _field(8, "Speakers in the generated speech corpus.")
     synthetic_clips_per_class: int = _field(
         10, "Clips per speaker and class in the generated speech corpus.")
@@ -211,6 +222,16 @@ class DataConfig:
             raise _bad("min_duration_s", self.min_duration_s, "must be >= 0")
         if self.records_per_shard < 1:
             raise _bad("records_per_shard", self.records_per_shard, "must be >= 1")
+        _check_choice("prepare_runner", self.prepare_runner, PREPARE_RUNNERS)
+        if self.beam_pipeline_args:
+            if self.prepare_runner != "beam":
+                raise _bad("beam_pipeline_args", self.beam_pipeline_args,
+                           "only used with --prepare_runner=beam")
+            try:
+                shlex.split(self.beam_pipeline_args)
+            except ValueError as error:
+                raise _bad("beam_pipeline_args", self.beam_pipeline_args,
+                           f"does not parse as a command line: {error}") from error
         for name in ("synthetic_speakers", "synthetic_clips_per_class",
                      "synthetic_subjects", "synthetic_images_per_class"):
             if getattr(self, name) < 1:

@@ -64,6 +64,11 @@ def test_round_trip_through_json(tmp_path):
      "--knn_list_size=10: must be > knn_k=10"),
     ({"knn_list_size": 1}, "--knn_list_size=1: must be >= 2"),
     ({"knn_probes": 0}, "--knn_probes=0: must be >= 1"),
+    ({"prepare_runner": "spark"}, "--prepare_runner=spark: must be one of local, beam"),
+    ({"beam_pipeline_args": "--runner=DirectRunner"},
+     "--beam_pipeline_args=--runner=DirectRunner: only used with --prepare_runner=beam"),
+    ({"prepare_runner": "beam", "beam_pipeline_args": "--job_name='x"},
+     "--beam_pipeline_args=--job_name='x: does not parse as a command line"),
 ])
 def test_bad_values_name_the_flag(values, message):
     with pytest.raises(config_lib.ConfigError) as error:

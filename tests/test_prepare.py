@@ -3,6 +3,7 @@ clear failures; and the real `main` entry point in a fresh process."""
 
 import glob
 import hashlib
+import importlib.util
 import json
 import os
 
@@ -227,3 +228,13 @@ def test_prepare_real_emodb_and_ckplus(tmp_path):
     assert info["skipped"]["speech"] == 160 and info["skipped"]["faces"] == 303
     assert info["speakers"]["test"] == ["03", "08"]  # fold 0 of the sorted speakers
     assert not set(info["speakers"]["test"]) & set(info["speakers"]["train"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("apache_beam") is not None,
+                    reason="apache_beam is installed: the missing-extra error cannot occur")
+def test_beam_runner_without_the_extra_names_the_install_command(tmp_path):
+    result = _main("--mode=prepare", f"--workdir={tmp_path}", "--prepare_runner=beam",
+                   *_SMALL_DEMO)
+    assert result.returncode == 2
+    assert "--prepare_runner=beam: apache_beam is not installed" in result.stderr
+    assert "pip install '.[beam]'" in result.stderr

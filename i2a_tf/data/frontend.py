@@ -242,8 +242,18 @@ class StatisticsAccumulator:
         if self._count == 0:
             raise ValueError("no frames to compute normalisation statistics from")
         mean = self._sum / self._count
-        variance = np.maximum(self._sum_sq / self._count - np.square(mean), 0.0)
-        # A band that never varies (e.g. above a corpus's bandwidth) must not
-        # blow up to inf after division.
-        std = np.maximum(np.sqrt(variance), 1e-3)
-        return BandStatistics(mean.astype(np.float32), std.astype(np.float32))
+        return statistics_from_moments(mean, self._sum_sq / self._count - np.square(mean))
+
+
+def statistics_from_moments(mean: np.ndarray, variance: np.ndarray) -> BandStatistics:
+    """Per-band mean and (population) variance, each [mels] -> BandStatistics.
+
+    The one place the standard deviation is derived, whichever runner computed
+    the moments (the local accumulator or tf.Transform's tft.mean / tft.var).
+    """
+    variance = np.maximum(np.asarray(variance, np.float64), 0.0)
+    # A band that never varies (e.g. above a corpus's bandwidth) must not
+    # blow up to inf after division.
+    std = np.maximum(np.sqrt(variance), 1e-3)
+    return BandStatistics(np.asarray(mean, np.float64).astype(np.float32),
+                          std.astype(np.float32))

@@ -9,6 +9,14 @@ unlabeled) -> shuffled, sharded records per split.
 Nothing is lost: every input file is written or listed in `skipped.json` with its
 reason; only when no usable file is left does prepare fail. The same inputs and
 seed give byte-identical records.
+
+Two runners produce the same files (`--prepare_runner`): this module's in-process
+loop, and an Apache Beam pipeline with tf.Transform analyzers
+(`i2a_tf/data/prepare_beam.py`, `pip install '.[beam]'`). Both call the functions
+here for what each clip becomes (`convert_speech_item`, `convert_face_item`,
+`audio_record`, ...), for where it goes (`audio_layout`, `face_order`) and for
+what dataset.json says (`audio_split_info`, `dataset_json`): one definition of
+the per-clip transform and the split.
 """
 
 from __future__ import annotations
@@ -20,12 +28,12 @@ import json
 import logging
 import os
 import shutil
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from i2a_tf.config import Config, DataConfig
+from i2a_tf.config import Config, ConfigError, DataConfig
 from i2a_tf.data import corpora, schema, splits
 from i2a_tf.data.dataset_info import (AUDIO_SPLITS, CONVERTER_VERSION, DATASET_JSON,
                                       FACE_SPLIT, SKIPPED_JSON)
@@ -46,17 +54,65 @@ class PrepareError(RuntimeError):
 
 
 @dataclasses.dataclass
-class _Clip:
+class Clip:
+    """A decoded speech clip; `position` is its place in the corpus scan."""
+
+    position: int
     item: corpora.SpeechItem
     class_id: int
     waveform: np.ndarray  # [samples] int16
 
 
 @dataclasses.dataclass
-class _Face:
+class Face:
+    """A decoded face image; `position` is its place in the corpus scan."""
+
+    position: int
     item: corpora.FaceItem
     class_id: int
     image: np.ndarray  # [size, size] uint8
+
+
+class Skipped(NamedTuple):
+    """An input file that is not used: its path, why, and the corpus label when
+    the label map dropped it (counted in dataset.json's `dropped_labels`)."""
+
+    path: str
+    reason: str
+    dropped_label: str | None = None
+
+    def entry(self, corpus: str) -> dict[str, str]:
+        return {"corpus": corpus, "path": self.path, "reason": self.reason}
+
+
+class ClipMeta(NamedTuple):
+    """What the split and dataset.json need of a clip (not its samples)."""
+
+    position: int
+    speaker: str
+    class_id: int
+    utterance_id: str
+    num_samples: int
+
+
+class FaceMeta(NamedTuple):
+    position: int
+    class_id: int
+    subject: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioLayout:
+    """Where every clip goes: its split and its index (record order) there."""
+
+    speakers: splits.SpeakerSplit
+    ordered: dict[str, tuple[ClipMeta, ...]]  # split -> clips in record order
+
+    def placement(self) -> dict[int, tuple[str, int]]:
+        """Scan position -> (split, index in the split)."""
+        return {meta.position: (split, index)
+                for split, metas in self.ordered.items()
+                for index, meta in enumerate(metas)}
 
 
 class _Progress:
@@ -71,7 +127,8 @@ class _Progress:
             log.info("%s: %d/%d", self.what, self.done, self.total)
 
 
-def _synthetic_roots(config: Config) -> tuple[str, str]:
+def synthetic_roots(config: Config) -> tuple[str, str]:
+    """Generates the synthetic corpora asked for; returns (speech root, face root)."""
     # Imported here: the generator is only needed for the demo corpus.
     from i2a_tf.data import synthetic
 
@@ -101,61 +158,58 @@ def _synthetic_roots(config: Config) -> tuple[str, str]:
             face_root if data.face_corpus == "synthetic" else data.face_dir)
 
 
-def _apply_label_map(items: Iterable, label_map: LabelMap, source_of,
-                     skipped: list, dropped: collections.Counter) -> list:
-    kept = []
-    for item in items:
-        class_id = label_map.class_id(item.label)
-        if class_id is None:
-            dropped[item.label] += 1
-            skipped.append({"path": source_of(item), "reason":
-                            f"unknown label: '{item.label}' is not in the label map"})
-        else:
-            kept.append((item, class_id))
-    return kept
-
-
-def _decode_speech(labeled_items, config: Config, skipped: list) -> list[_Clip]:
+def convert_speech_item(position: int, item: corpora.SpeechItem, label_map: LabelMap,
+                        config: Config) -> Clip | Skipped:
+    """One scanned speech file -> its decoded clip, or why it is skipped."""
+    class_id = label_map.class_id(item.label)
+    if class_id is None:
+        return Skipped(item.path, f"unknown label: '{item.label}' is not in the "
+                       "label map", item.label)
     rate = config.frontend.sample_rate
+    try:
+        waveform = read_waveform(item.path, rate)
+    except AudioReadError as error:
+        return Skipped(item.path, error.reason)
     min_samples = int(config.data.min_duration_s * rate)
-    clips, progress = [], _Progress("decoding speech", len(labeled_items))
-    for item, class_id in labeled_items:
-        progress.step()
-        try:
-            waveform = read_waveform(item.path, rate)
-        except AudioReadError as error:
-            skipped.append({"path": item.path, "reason": error.reason})
-            continue
-        if waveform.shape[0] < max(min_samples, config.frontend.frame_length):
-            skipped.append({"path": item.path, "reason":
-                            f"too short: {waveform.shape[0] / rate:.3f} s < "
-                            f"{config.data.min_duration_s} s"})
-            continue
-        if not np.any(waveform):
-            skipped.append({"path": item.path, "reason": "silent: all samples are zero"})
-            continue
-        clips.append(_Clip(item, class_id, waveform))
-    return clips
+    if waveform.shape[0] < max(min_samples, config.frontend.frame_length):
+        return Skipped(item.path, f"too short: {waveform.shape[0] / rate:.3f} s < "
+                       f"{config.data.min_duration_s} s")
+    if not np.any(waveform):
+        return Skipped(item.path, "silent: all samples are zero")
+    return Clip(position, item, class_id, waveform)
 
 
-def _decode_faces(labeled_items, config: Config, skipped: list) -> list[_Face]:
+def convert_face_item(position: int, item: corpora.FaceItem, label_map: LabelMap,
+                      config: Config) -> Face | Skipped:
+    """One scanned face -> its decoded image, or why it is skipped."""
+    class_id = label_map.class_id(item.label)
+    if class_id is None:
+        return Skipped(item.source, f"unknown label: '{item.label}' is not in the "
+                       "label map", item.label)
     size = config.data.face_size
-    faces, progress = [], _Progress("decoding faces", len(labeled_items))
-    for item, class_id in labeled_items:
+    try:
+        if item.pixels is not None:
+            image = face_from_pixels(item.pixels, item.source, size)
+        else:
+            image = read_face_image(item.source, size)
+    except ImageReadError as error:
+        return Skipped(item.source, error.reason)
+    return Face(position, item, class_id, image)
+
+
+def _convert_all(items: Sequence, convert, what: str, label_map: LabelMap,
+                 config: Config) -> tuple[list, list[Skipped]]:
+    kept, skipped, progress = [], [], _Progress(what, len(items))
+    for position, item in enumerate(items):
         progress.step()
-        try:
-            if item.pixels is not None:
-                image = face_from_pixels(item.pixels, item.source, size)
-            else:
-                image = read_face_image(item.source, size)
-        except ImageReadError as error:
-            skipped.append({"path": item.source, "reason": error.reason})
-            continue
-        faces.append(_Face(item, class_id, image))
-    return faces
+        result = convert(position, item, label_map, config)
+        (skipped if isinstance(result, Skipped) else kept).append(result)
+    return kept, skipped
 
 
-def _frontend_fn(config: Config):
+def frontend_fn(config: Config):
+    """A compiled (waveforms [B, S] float32, num_samples [B] int32) ->
+    (log-mel [B, F, mels], num_frames [B], voiced start [B], voiced end [B])."""
     frontend = config.frontend
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
@@ -169,7 +223,7 @@ def _frontend_fn(config: Config):
     return compute
 
 
-def _logmels(clips: Sequence[_Clip], compute) -> Iterator[tuple[np.ndarray, int, int]]:
+def logmels(clips: Sequence[Clip], compute) -> Iterator[tuple[np.ndarray, int, int]]:
     """Per clip: (unnormalised log-mel [frames, mels] float32, voiced start, end)."""
     for first in range(0, len(clips), _FRONTEND_BATCH):
         batch = clips[first:first + _FRONTEND_BATCH]
@@ -184,20 +238,67 @@ def _logmels(clips: Sequence[_Clip], compute) -> Iterator[tuple[np.ndarray, int,
             yield logmel[row, :num_frames[row]], int(start[row]), int(end[row])
 
 
-def _band_statistics(train_clips: Sequence[_Clip], compute, num_mels: int) -> BandStatistics:
+def _band_statistics(train_clips: Sequence[Clip], compute, num_mels: int) -> BandStatistics:
     accumulator = StatisticsAccumulator(num_mels)
-    for logmel, start, end in _logmels(train_clips, compute):
+    for logmel, start, end in logmels(train_clips, compute):
         accumulator.add(logmel[np.newaxis], np.array([start]), np.array([end]))
     return accumulator.result()
 
 
-def _shard_paths(data_dir: str, prefix: str, count: int, per_shard: int) -> list[str]:
+def clip_meta(clip: Clip) -> ClipMeta:
+    return ClipMeta(clip.position, clip.item.speaker, clip.class_id,
+                    clip.item.utterance_id, int(clip.waveform.shape[0]))
+
+
+def face_meta(face: Face) -> FaceMeta:
+    return FaceMeta(face.position, face.class_id, face.item.subject)
+
+
+def _seeded_order(count: int, seed: int, stream: int) -> np.ndarray:
+    return np.random.default_rng([seed, 100 + stream]).permutation(count)
+
+
+def audio_layout(metas: Iterable[ClipMeta], data: DataConfig) -> AudioLayout:
+    """The speaker split, the labeled subset and the record order of every split.
+
+    Depends only on the clips' metadata and the seed: clips are taken in scan
+    order, so any runner that knows each clip's scan position gets the same
+    layout.
+    """
+    clips = sorted(metas, key=lambda meta: meta.position)
+    speaker_split = splits.split_speakers([c.speaker for c in clips], data)
+    train = [c for c in clips if c.speaker in speaker_split.train]
+    labeled_mask = splits.choose_labeled([c.class_id for c in train],
+                                         [c.utterance_id for c in train],
+                                         data.label_fraction, data.seed)
+    by_split = {
+        "train_labeled": [c for c, m in zip(train, labeled_mask) if m],
+        "train_unlabeled": [c for c, m in zip(train, labeled_mask) if not m],
+        "val": [c for c in clips if c.speaker in speaker_split.val],
+        "test": [c for c in clips if c.speaker in speaker_split.test],
+    }
+    ordered = {}
+    for stream, split in enumerate(AUDIO_SPLITS):
+        members = by_split[split]
+        ordered[split] = tuple(members[i] for i in
+                               _seeded_order(len(members), data.seed, stream))
+    return AudioLayout(speaker_split, ordered)
+
+
+def face_order(metas: Iterable[FaceMeta], data: DataConfig) -> tuple[FaceMeta, ...]:
+    """Faces in record order (seeded, from scan order)."""
+    faces = sorted(metas, key=lambda meta: meta.position)
+    return tuple(faces[i] for i in _seeded_order(len(faces), data.seed,
+                                                 len(AUDIO_SPLITS)))
+
+
+def shard_names(prefix: str, count: int, per_shard: int) -> list[str]:
+    """Record file names of a split of `count` records (one empty shard if 0)."""
     shards = max(1, -(-count // per_shard))
-    return [os.path.join(data_dir, f"{prefix}-{i:05d}-of-{shards:05d}.tfrecord")
-            for i in range(shards)]
+    return [f"{prefix}-{i:05d}-of-{shards:05d}.tfrecord" for i in range(shards)]
 
 
-def _write_sharded(paths: Sequence[str], records: Iterable[bytes], per_shard: int) -> int:
+def write_sharded(paths: Sequence[str], records: Iterable[bytes], per_shard: int) -> int:
     written, writer, shard = 0, None, -1
     try:
         for record in records:
@@ -216,7 +317,7 @@ def _write_sharded(paths: Sequence[str], records: Iterable[bytes], per_shard: in
     return written
 
 
-def _remove_old_records(data_dir: str) -> None:
+def remove_old_records(data_dir: str) -> None:
     for path in glob.glob(os.path.join(data_dir, "*.tfrecord")):
         os.remove(path)
 
@@ -228,74 +329,87 @@ def _relative_to(root: str, source: str) -> str:
     return os.path.relpath(source, base).replace(os.sep, "/")
 
 
-def _seeded_order(count: int, seed: int, stream: int) -> np.ndarray:
-    return np.random.default_rng([seed, 100 + stream]).permutation(count)
+def _audio_meta(clip: Clip, split: str, index: int, root: str) -> dict:
+    return dict(label=schema.HIDDEN_LABEL if split == "train_unlabeled" else clip.class_id,
+                true_label=clip.class_id, speaker=clip.item.speaker,
+                utterance_id=clip.item.utterance_id, index=index,
+                source_path=_relative_to(root, clip.item.path))
 
 
-def _write_audio_split(split: str, clips: Sequence[_Clip], hidden: bool,
-                       config: Config, compute, data_dir: str, stream: int,
-                       root: str) -> dict:
+def audio_record(clip: Clip, split: str, index: int, config: Config, root: str) -> bytes:
+    """The serialized audio record of `clip` at `index` of `split`."""
+    return schema.audio_example(clip.waveform, config.frontend.sample_rate,
+                                **_audio_meta(clip, split, index, root))
+
+
+def logmel_record(clip: Clip, logmel: np.ndarray, split: str, index: int,
+                  root: str) -> bytes:
+    """The serialized log-mel record; `logmel`: [frames, mels] float32."""
+    return schema.logmel_example(logmel, **_audio_meta(clip, split, index, root))
+
+
+def face_record(face: Face, root: str) -> bytes:
+    return schema.face_example(face.image, label=face.class_id,
+                               subject=face.item.subject,
+                               source_path=_relative_to(root, face.item.source))
+
+
+def audio_split_info(split: str, metas: Sequence[ClipMeta], config: Config) -> dict:
+    """dataset.json's entry for an audio split, from its clips in record order."""
     data = config.data
-    order = _seeded_order(len(clips), data.seed, stream)
-    ordered = [clips[i] for i in order]
-
-    def meta(index: int, clip: _Clip) -> dict:
-        return dict(label=schema.HIDDEN_LABEL if hidden else clip.class_id,
-                    true_label=clip.class_id, speaker=clip.item.speaker,
-                    utterance_id=clip.item.utterance_id, index=index,
-                    source_path=_relative_to(root, clip.item.path))
-
-    audio_paths = _shard_paths(data_dir, f"audio-{split}", len(ordered),
-                               data.records_per_shard)
-    _write_sharded(audio_paths, (
-        schema.audio_example(clip.waveform, config.frontend.sample_rate,
-                             **meta(i, clip)) for i, clip in enumerate(ordered)),
-        data.records_per_shard)
     info = {
-        "audio_files": [os.path.basename(p) for p in audio_paths],
-        "num_examples": len(ordered),
-        "labels_hidden": hidden,
-        "counts_per_class": {name: sum(c.class_id == i for c in ordered)
+        "audio_files": shard_names(f"audio-{split}", len(metas), data.records_per_shard),
+        "num_examples": len(metas),
+        "labels_hidden": split == "train_unlabeled",
+        "counts_per_class": {name: sum(m.class_id == i for m in metas)
                              for i, name in enumerate(data.classes)},
-        "speakers": sorted({c.item.speaker for c in ordered}),
-        "seconds": round(sum(c.waveform.shape[0] for c in ordered)
+        "speakers": sorted({m.speaker for m in metas}),
+        "seconds": round(sum(m.num_samples for m in metas)
                          / config.frontend.sample_rate, 3),
     }
     if data.precompute_logmel:
-        logmel_paths = _shard_paths(data_dir, f"logmel-{split}", len(ordered),
-                                    data.records_per_shard)
-        _write_sharded(logmel_paths, (
-            schema.logmel_example(logmel, **meta(i, clip))
-            for i, (clip, (logmel, _, _)) in enumerate(
-                zip(ordered, _logmels(ordered, compute)))),
-            data.records_per_shard)
-        info["logmel_files"] = [os.path.basename(p) for p in logmel_paths]
+        info["logmel_files"] = shard_names(f"logmel-{split}", len(metas),
+                                           data.records_per_shard)
     return info
 
 
-def _write_faces(faces: Sequence[_Face], config: Config, data_dir: str,
-                 root: str) -> dict:
+def face_info(metas: Sequence[FaceMeta], config: Config) -> dict:
+    """dataset.json's entry for the faces."""
     data = config.data
-    order = _seeded_order(len(faces), data.seed, len(AUDIO_SPLITS))
-    ordered = [faces[i] for i in order]
-    paths = _shard_paths(data_dir, FACE_SPLIT, len(ordered),
-                         data.records_per_shard)
-    _write_sharded(paths, (
-        schema.face_example(face.image, label=face.class_id, subject=face.item.subject,
-                            source_path=_relative_to(root, face.item.source))
-        for face in ordered),
-        data.records_per_shard)
     return {
-        "face_files": [os.path.basename(p) for p in paths],
-        "num_examples": len(ordered),
-        "counts_per_class": {name: sum(f.class_id == i for f in ordered)
+        "face_files": shard_names(FACE_SPLIT, len(metas), data.records_per_shard),
+        "num_examples": len(metas),
+        "counts_per_class": {name: sum(m.class_id == i for m in metas)
                              for i, name in enumerate(data.classes)},
-        "subjects": sorted({f.item.subject for f in ordered if f.item.subject}),
+        "subjects": sorted({m.subject for m in metas if m.subject}),
         "image_size": data.face_size,
     }
 
 
-def _write_json(path: str, value) -> None:
+def _write_audio_split(split: str, clips_in_order: Sequence[Clip], config: Config,
+                       compute, data_dir: str, root: str) -> None:
+    data = config.data
+    info = audio_split_info(split, [clip_meta(c) for c in clips_in_order], config)
+    write_sharded([os.path.join(data_dir, name) for name in info["audio_files"]], (
+        audio_record(clip, split, i, config, root)
+        for i, clip in enumerate(clips_in_order)), data.records_per_shard)
+    if data.precompute_logmel:
+        write_sharded([os.path.join(data_dir, name) for name in info["logmel_files"]], (
+            logmel_record(clip, logmel, split, i, root)
+            for i, (clip, (logmel, _, _)) in enumerate(
+                zip(clips_in_order, logmels(clips_in_order, compute)))),
+            data.records_per_shard)
+
+
+def _write_faces(faces_in_order: Sequence[Face], config: Config, data_dir: str,
+                 root: str) -> None:
+    names = face_info([face_meta(f) for f in faces_in_order], config)["face_files"]
+    write_sharded([os.path.join(data_dir, name) for name in names],
+                  (face_record(face, root) for face in faces_in_order),
+                  config.data.records_per_shard)
+
+
+def write_json(path: str, value) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(value, handle, indent=2, sort_keys=True)
         handle.write("\n")
@@ -307,81 +421,56 @@ def _skip_counts(skipped: Sequence[dict]) -> dict[str, int]:
         entry["reason"].split(":")[0] for entry in skipped).items()))
 
 
-def prepare(config: Config) -> dict:
-    """Converts the configured corpora; returns the dataset.json contents.
+def skipped_entries(speech: Iterable[Skipped], faces: Iterable[Skipped]) -> list[dict]:
+    """skipped.json: every unused file with its reason, sorted by corpus and path."""
+    return sorted([s.entry("speech") for s in speech] + [s.entry("faces") for s in faces],
+                  key=lambda s: (s["corpus"], s["path"]))
 
-    Raises PrepareError when no usable speech clip or face image is left, after
-    writing skipped.json so the reasons can be read.
-    """
-    data: DataConfig = config.data
-    data_dir = config.data_dir
-    os.makedirs(data_dir, exist_ok=True)
-    label_map = LabelMap(data.classes, data.label_map)
-    speech_root, face_root = _synthetic_roots(config)
 
-    speech_scan = corpora.scan_speech(data.speech_corpus, speech_root)
-    face_scan = corpora.scan_faces(data.face_corpus, face_root)
-    speech_skipped, face_skipped = list(speech_scan.skipped), list(face_scan.skipped)
-    dropped_speech, dropped_faces = collections.Counter(), collections.Counter()
-    log.info("found %d speech files (%d not usable by name), %d face images "
-             "(%d not usable by name)", len(speech_scan.items), len(speech_skipped),
-             len(face_scan.items), len(face_skipped))
-    clips = _decode_speech(
-        _apply_label_map(speech_scan.items, label_map, lambda i: i.path,
-                         speech_skipped, dropped_speech), config, speech_skipped)
-    faces = _decode_faces(
-        _apply_label_map(face_scan.items, label_map, lambda i: i.source,
-                         face_skipped, dropped_faces), config, face_skipped)
-    skipped = sorted([{"corpus": "speech", **s} for s in speech_skipped]
-                     + [{"corpus": "faces", **s} for s in face_skipped],
-                     key=lambda s: (s["corpus"], s["path"]))
-    _write_json(os.path.join(data_dir, SKIPPED_JSON), skipped)
+def dropped_labels(skipped: Iterable[Skipped]) -> dict[str, int]:
+    return dict(sorted(collections.Counter(
+        s.dropped_label for s in skipped if s.dropped_label is not None).items()))
+
+
+def unusable_error(config: Config, roots: tuple[str, str], num_clips: int,
+                   num_faces: int, num_speech_skipped: int,
+                   num_face_skipped: int) -> str | None:
+    """Why no dataset can be written (no usable clip or face), or None."""
+    data = config.data
+    where = os.path.join(config.data_dir, SKIPPED_JSON)
+    if not num_clips:
+        return (f"no usable speech clip in {roots[0]} (--speech_corpus="
+                f"{data.speech_corpus}): {num_speech_skipped} file(s) skipped, see "
+                f"{where}")
+    if not num_faces:
+        return (f"no usable face image in {roots[1]} (--face_corpus="
+                f"{data.face_corpus}): {num_face_skipped} file(s) skipped, see {where}")
+    return None
+
+
+def log_skipped(skipped: Sequence[dict], data_dir: str) -> None:
     if skipped:
         log.warning("skipped %d file(s), listed with reasons in %s: %s", len(skipped),
                     os.path.join(data_dir, SKIPPED_JSON), _skip_counts(skipped))
-    if not clips:
-        raise PrepareError(
-            f"no usable speech clip in {speech_root} (--speech_corpus="
-            f"{data.speech_corpus}): {len(speech_skipped)} file(s) skipped, see "
-            f"{os.path.join(data_dir, SKIPPED_JSON)}")
-    if not faces:
-        raise PrepareError(
-            f"no usable face image in {face_root} (--face_corpus={data.face_corpus}): "
-            f"{len(face_skipped)} file(s) skipped, see "
-            f"{os.path.join(data_dir, SKIPPED_JSON)}")
 
-    speaker_split = splits.split_speakers([c.item.speaker for c in clips], data)
-    train = [c for c in clips if c.item.speaker in speaker_split.train]
-    labeled_mask = splits.choose_labeled([c.class_id for c in train],
-                                         [c.item.utterance_id for c in train],
-                                         data.label_fraction, data.seed)
-    by_split = {
-        "train_labeled": [c for c, m in zip(train, labeled_mask) if m],
-        "train_unlabeled": [c for c, m in zip(train, labeled_mask) if not m],
-        "val": [c for c in clips if c.item.speaker in speaker_split.val],
-        "test": [c for c in clips if c.item.speaker in speaker_split.test],
-    }
-    compute = _frontend_fn(config)
-    log.info("computing log-mel band statistics over %d training clips", len(train))
-    statistics = _band_statistics(train, compute, config.frontend.num_mels)
 
-    _remove_old_records(data_dir)
-    split_info = {}
-    for stream, split in enumerate(AUDIO_SPLITS):
-        log.info("writing %s: %d clips", split, len(by_split[split]))
-        split_info[split] = _write_audio_split(
-            split, by_split[split], split == "train_unlabeled", config, compute,
-            data_dir, stream, speech_root)
-    log.info("writing faces: %d images", len(faces))
-    split_info[FACE_SPLIT] = _write_faces(faces, config, data_dir, face_root)
-
-    dataset = {
+def dataset_json(config: Config, roots: tuple[str, str], statistics: BandStatistics,
+                 layout: AudioLayout, faces_in_order: Sequence[FaceMeta],
+                 speech_skipped: Sequence[Skipped],
+                 face_skipped: Sequence[Skipped]) -> dict:
+    """The contents of dataset.json."""
+    data = config.data
+    split_info = {split: audio_split_info(split, layout.ordered[split], config)
+                  for split in AUDIO_SPLITS}
+    split_info[FACE_SPLIT] = face_info(faces_in_order, config)
+    speakers = layout.speakers
+    return {
         "converter_version": CONVERTER_VERSION,
         "classes": list(data.classes),
         "speech_corpus": data.speech_corpus,
         "face_corpus": data.face_corpus,
-        "speech_source": os.path.abspath(speech_root),
-        "face_source": os.path.abspath(face_root),
+        "speech_source": os.path.abspath(roots[0]),
+        "face_source": os.path.abspath(roots[1]),
         "seed": data.seed,
         "label_fraction": data.label_fraction,
         "sample_rate": config.frontend.sample_rate,
@@ -390,18 +479,102 @@ def prepare(config: Config) -> dict:
                           "std": [float(v) for v in statistics.std],
                           "computed_over": ["train_labeled", "train_unlabeled"],
                           "frames": "voiced (silence-trimmed) frames"},
-        "speakers": {"train": list(speaker_split.train), "val": list(speaker_split.val),
-                     "test": list(speaker_split.test)},
+        "speakers": {"train": list(speakers.train), "val": list(speakers.val),
+                     "test": list(speakers.test)},
         "splits": split_info,
         "precomputed_logmel": data.precompute_logmel,
-        "dropped_labels": {"speech": dict(sorted(dropped_speech.items())),
-                           "faces": dict(sorted(dropped_faces.items()))},
+        "dropped_labels": {"speech": dropped_labels(speech_skipped),
+                           "faces": dropped_labels(face_skipped)},
         "skipped": {"speech": len(speech_skipped), "faces": len(face_skipped),
-                    "by_reason": _skip_counts(skipped)},
+                    "by_reason": _skip_counts(skipped_entries(speech_skipped,
+                                                              face_skipped))},
     }
-    _write_json(os.path.join(data_dir, DATASET_JSON), dataset)
+
+
+def log_prepared(dataset: dict, data_dir: str) -> None:
+    split_info = dataset["splits"]
     log.info("prepared %s: %s clips, %d faces; %d file(s) skipped (see %s)", data_dir,
              ", ".join(f"{split} {split_info[split]['num_examples']}"
                        for split in AUDIO_SPLITS),
-             split_info[FACE_SPLIT]["num_examples"], len(skipped), SKIPPED_JSON)
+             split_info[FACE_SPLIT]["num_examples"],
+             dataset["skipped"]["speech"] + dataset["skipped"]["faces"], SKIPPED_JSON)
+
+
+def prepare(config: Config) -> dict:
+    """Converts the configured corpora with `--prepare_runner`; returns the
+    dataset.json contents.
+
+    Raises PrepareError when no usable speech clip or face image is left, after
+    writing skipped.json so the reasons can be read.
+    """
+    if config.data.prepare_runner == "beam":
+        try:
+            from i2a_tf.data import prepare_beam
+        except ImportError as error:
+            if error.name and error.name.split(".")[0] in prepare_beam_modules():
+                raise ConfigError(
+                    f"--prepare_runner=beam: {error.name} is not installed; install "
+                    "the Beam extra with pip install '.[beam]' (or use "
+                    "--prepare_runner=local)") from error
+            raise
+        return prepare_beam.prepare_with_beam(config)
+    return _prepare_locally(config)
+
+
+def prepare_beam_modules() -> tuple[str, ...]:
+    """Top-level packages the Beam runner needs beyond the core install."""
+    return ("apache_beam", "tensorflow_transform", "tfx_bsl", "tensorflow_metadata",
+            "pyarrow")
+
+
+def _prepare_locally(config: Config) -> dict:
+    data: DataConfig = config.data
+    data_dir = config.data_dir
+    os.makedirs(data_dir, exist_ok=True)
+    label_map = LabelMap(data.classes, data.label_map)
+    roots = synthetic_roots(config)
+
+    speech_scan = corpora.scan_speech(data.speech_corpus, roots[0])
+    face_scan = corpora.scan_faces(data.face_corpus, roots[1])
+    log.info("found %d speech files (%d not usable by name), %d face images "
+             "(%d not usable by name)", len(speech_scan.items), len(speech_scan.skipped),
+             len(face_scan.items), len(face_scan.skipped))
+    clips, speech_skipped = _convert_all(speech_scan.items, convert_speech_item,
+                                         "decoding speech", label_map, config)
+    faces, face_skipped = _convert_all(face_scan.items, convert_face_item,
+                                       "decoding faces", label_map, config)
+    speech_skipped = [Skipped(**s) for s in speech_scan.skipped] + speech_skipped
+    face_skipped = [Skipped(**s) for s in face_scan.skipped] + face_skipped
+    skipped = skipped_entries(speech_skipped, face_skipped)
+    write_json(os.path.join(data_dir, SKIPPED_JSON), skipped)
+    log_skipped(skipped, data_dir)
+    error = unusable_error(config, roots, len(clips), len(faces), len(speech_skipped),
+                           len(face_skipped))
+    if error:
+        raise PrepareError(error)
+
+    layout = audio_layout([clip_meta(c) for c in clips], data)
+    by_position = {clip.position: clip for clip in clips}
+    compute = frontend_fn(config)
+    # Scan order, as the frontend batches see them: the float64 sums do not depend
+    # on the order, their last bit could.
+    train = [c for c in clips if c.item.speaker in layout.speakers.train]
+    log.info("computing log-mel band statistics over %d training clips", len(train))
+    statistics = _band_statistics(train, compute, config.frontend.num_mels)
+
+    remove_old_records(data_dir)
+    for split in AUDIO_SPLITS:
+        log.info("writing %s: %d clips", split, len(layout.ordered[split]))
+        _write_audio_split(split, [by_position[m.position] for m in layout.ordered[split]],
+                           config, compute, data_dir, roots[0])
+    log.info("writing faces: %d images", len(faces))
+    faces_in_order = face_order([face_meta(f) for f in faces], data)
+    faces_by_position = {face.position: face for face in faces}
+    _write_faces([faces_by_position[m.position] for m in faces_in_order], config,
+                 data_dir, roots[1])
+
+    dataset = dataset_json(config, roots, statistics, layout, faces_in_order,
+                           speech_skipped, face_skipped)
+    write_json(os.path.join(data_dir, DATASET_JSON), dataset)
+    log_prepared(dataset, data_dir)
     return dataset
