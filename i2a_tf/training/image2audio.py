@@ -96,6 +96,11 @@ def _num_replicas() -> int:
     return 1 if context is None else context.num_replicas_in_sync
 
 
+def _replica_id():
+    context = tf.distribute.get_replica_context()
+    return 0 if context is None else context.replica_id_in_sync_group
+
+
 class Image2Audio(keras.Model):
     """E, G, D, C and the training state; `call` is the classifier C.
 
@@ -247,27 +252,28 @@ class Image2Audio(keras.Model):
 
     # -- The step ---------------------------------------------------------------------
 
+    def _global_step_seed(self) -> tf.Tensor:
+        """A stateless seed `[2]` of --seed and the step count (the same on
+        every replica)."""
+        return tf.stack([tf.constant(self.config.data.seed, tf.int64),
+                         tf.cast(self.classifier_optimizer.iterations, tf.int64)])
+
     def _noise(self, batch_size: tf.Tensor) -> tf.Tensor:
         """z for this replica's faces: rows of one global draw keyed by the step,
         so the global batch gets the same noise on any number of replicas."""
         dim = self.config.model.noise_dim
         replicas = _num_replicas()
-        context = tf.distribute.get_replica_context()
-        replica = 0 if context is None else context.replica_id_in_sync_group
-        seed = tf.stack([tf.constant(self.config.data.seed, tf.int64),
-                         tf.cast(self.classifier_optimizer.iterations, tf.int64)])
-        noise = tf.random.stateless_normal([batch_size * replicas, dim], seed)
+        replica = _replica_id()
+        noise = tf.random.stateless_normal([batch_size * replicas, dim],
+                                           self._global_step_seed())
         start = tf.cast(replica, tf.int32) * batch_size
         return noise[start:start + batch_size]
 
     def _step_seed(self, stream: int) -> tf.Tensor:
         """A stateless seed `[2]` for this step, replica and random `stream`:
         a function of --seed, the step count and the replica only."""
-        context = tf.distribute.get_replica_context()
-        replica = 0 if context is None else context.replica_id_in_sync_group
-        seed = tf.stack([tf.constant(self.config.data.seed, tf.int64),
-                         tf.cast(self.classifier_optimizer.iterations, tf.int64)])
-        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
+        seed = tf.random.experimental.stateless_fold_in(
+            self._global_step_seed(), tf.cast(_replica_id(), tf.int64))
         return tf.random.experimental.stateless_fold_in(seed, stream)
 
     def train_step(self, data):
