@@ -481,7 +481,7 @@ class GraphConfig:
         128, "Approximate kNN: smallest number of clips per list (lists hold "
         "knn_list_size to 2 x knn_list_size clips); must be > knn_k.")
     knn_probes: int = _field(
-        16, "Approximate kNN: lists scanned per clip (its nearest list and the "
+        10, "Approximate kNN: lists scanned per clip (its nearest list and the "
         "lists nearest to that one); more is slower and closer to exact.")
     knn_seed: int = _field(0, "Approximate kNN: seed of the list partition.")
     edge_strength: str = _field(
@@ -829,7 +829,26 @@ class Config:
         self.train.validate()
         self.export.validate()
         self.study.validate()
+        self._check_consistency_reachable()
         return self
+
+    def _check_consistency_reachable(self) -> None:
+        """Label smoothing eps holds C's confidence near 1 - eps + eps / C (its
+        minimiser on the labeled clips), so a consistency threshold at or above
+        that value admits almost no target: consistency would be on in name
+        only (measured: smoothing 0.1 over 5 classes, threshold 0.95, ~no
+        targets)."""
+        loss, classes = self.loss, self.data.classes
+        if not (loss.use_consistency and loss.label_smoothing > 0 and classes):
+            return
+        cap = 1 - loss.label_smoothing + loss.label_smoothing / len(classes)
+        if loss.consistency_threshold >= cap:
+            raise _bad("consistency_threshold", loss.consistency_threshold,
+                       f"must be below {cap:.3f} = 1 - label_smoothing + "
+                       f"label_smoothing / {len(classes)} classes, the confidence "
+                       f"--label_smoothing={loss.label_smoothing} holds C near; at "
+                       "or above it --use_consistency gets almost no target "
+                       "(lower the threshold, or set --label_smoothing=0)")
 
     @property
     def data_dir(self) -> str:

@@ -59,6 +59,10 @@ def test_round_trip_through_json(tmp_path):
     ({"mixup_alpha": -0.1}, "--mixup_alpha=-0.1: must be >= 0"),
     ({"label_smoothing": 1.0}, "--label_smoothing=1.0: must be in [0, 1)"),
     ({"lr_schedule": "step"}, "--lr_schedule=step: must be one of constant, cosine"),
+    # Smoothing 0.1 over 5 classes holds C near 0.92: a 0.95 threshold would
+    # admit no consistency target.
+    ({"use_consistency": True, "label_smoothing": 0.1, "consistency_threshold": 0.95},
+     "--consistency_threshold=0.95: must be below 0.920 = 1 - label_smoothing"),
     ({"knn_method": "lsh"}, "--knn_method=lsh: must be one of exact, approximate"),
     ({"knn_method": "approximate", "knn_list_size": 10},
      "--knn_list_size=10: must be > knn_k=10"),
@@ -79,3 +83,13 @@ def test_bad_values_name_the_flag(values, message):
 def test_frontend_derived_sizes():
     frontend = config_lib.FrontEndConfig()
     assert (frontend.frame_length, frontend.frame_step, frontend.fft_length) == (400, 160, 512)
+
+
+def test_consistency_threshold_below_the_smoothing_cap_is_accepted():
+    # 1 - 0.1 + 0.1 / 5 = 0.92: 0.85 admits targets; smoothing off, any threshold.
+    config_lib.config_from_flat(
+        {"use_consistency": True, "label_smoothing": 0.1, "consistency_threshold": 0.85})
+    config_lib.config_from_flat(
+        {"use_consistency": True, "label_smoothing": 0.0, "consistency_threshold": 0.99})
+    # Without consistency the threshold is unused: no constraint.
+    config_lib.config_from_flat({"label_smoothing": 0.1, "consistency_threshold": 0.95})

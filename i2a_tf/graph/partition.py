@@ -3,17 +3,22 @@
 The coarse quantizer of the approximate kNN graph (`knn.knn_graph` with an
 `ApproximateSearch`). A principal-axis tree: starting from all N points, every
 node is split at the median of its points' projections on the node's leading
-principal direction, `levels` times, giving `2**levels` lists (leaves). The
-principal direction comes from a few power iterations on an evenly spaced
+principal direction, `levels` times, giving L = `2**levels` lists (leaves).
+The principal direction comes from a few power iterations on an evenly spaced
 sample of the node (at most `_SAMPLE_POINTS` points), started from a seeded
 random vector, so a level costs O(N·d) whatever the number of nodes.
 
-Median splits keep the lists balanced by construction: node j of level l
-holds the positions `[⌊jN/2^l⌋, ⌊(j+1)N/2^l⌋)` of the current order, so every
-list has ⌊N/L⌋ or ⌈N/L⌉ points and every shape is static (no k-means list
-that swallows a dense region, no capacity to guess). The layout depends on N
-only; the data only decide which point lands in which position.
+The N points are padded with D = L·⌈N/L⌉ − N < L placeholders (id N) so that
+every node of a level has the same size and a level is one batched row sort
+(`[nodes, size]`, float32), not a sort of all N keys. Placeholder i sorts
+first (key −inf) or last (+inf) at level l as bit l of i is 0 or 1, so the
+placeholders go to distinct leaves and every list holds ⌊N/L⌋ or ⌈N/L⌉
+points: every shape is static (no k-means list that swallows a dense region,
+no capacity to guess). The layout depends on N only; the data only decide
+which point lands in which position.
 """
+
+import math
 
 import tensorflow as tf
 
@@ -40,52 +45,28 @@ def num_levels(num_nodes, list_size):
     return levels
 
 
-def _node_of_positions(num_nodes, num_splits):
-    """`[N]` int32: node j of a level with `num_splits` nodes holds positions
-    `[⌊jN/S⌋, ⌊(j+1)N/S⌋)`, so position p is in node `⌊((p + 1)·S − 1) / N⌋`."""
-    positions = tf.range(1, num_nodes + 1, dtype=tf.int64)
-    return tf.cast((positions * num_splits - 1) // num_nodes, tf.int32)
+def _principal_directions(node_points, is_point, seed, level):
+    """`[S, d]` unit leading principal directions of the S nodes of one level.
 
-
-def _node_starts(num_nodes, num_splits):
-    """`[S + 1]` int64, first position of each node, then N."""
-    return tf.range(num_splits + 1, dtype=tf.int64) * num_nodes // num_splits
-
-
-def _principal_directions(ordered_points, num_nodes, num_splits, seed, level):
-    """`[S, d]` unit leading principal directions of the nodes of one level."""
-    dim = ordered_points.shape[1]
-    starts = _node_starts(num_nodes, num_splits)
-    sizes = starts[1:] - starts[:-1]
-    sample_size = min(_SAMPLE_POINTS, -(-num_nodes // num_splits))
-    # Evenly spaced positions inside each node (repeats in nodes smaller than
-    # the sample only reweight it).
-    offsets = tf.range(sample_size, dtype=tf.int64)[None, :] * sizes[:, None] // sample_size
-    sample = tf.gather(ordered_points, starts[:-1, None] + offsets)
-    sample = sample - tf.reduce_mean(sample, axis=1, keepdims=True)
+    Args:
+      node_points: `[S, n, d]` float32, the points of each node.
+      is_point: `[S, n]` bool, False for placeholders (left out of the sample).
+    """
+    num_splits, size, dim = node_points.shape
+    sample_size = min(_SAMPLE_POINTS, size)
+    # Evenly spaced positions inside each node.
+    offsets = tf.range(sample_size) * size // sample_size
+    sample = tf.gather(node_points, offsets, axis=1)
+    weights = tf.cast(tf.gather(is_point, offsets, axis=1), tf.float32)[:, :, None]
+    mean = tf.reduce_sum(sample * weights, axis=1, keepdims=True) / tf.maximum(
+        tf.reduce_sum(weights, axis=1, keepdims=True), 1.0
+    )
+    sample = (sample - mean) * weights
     directions = tf.random.stateless_normal([num_splits, dim], seed=[seed, level])
     for _ in range(_POWER_ITERATIONS):
         directions = tf.einsum("snd,sn->sd", sample, tf.einsum("snd,sd->sn", sample, directions))
         directions = tf.math.l2_normalize(directions, axis=1)
     return directions
-
-
-def _split_level(order, points, num_splits, seed, level):
-    """Reorders the points of every node by their projection on its direction."""
-    num_nodes = points.shape[0]
-    ordered_points = tf.gather(points, order)
-    directions = _principal_directions(ordered_points, num_nodes, num_splits, seed, level)
-    nodes = _node_of_positions(num_nodes, num_splits)
-    projections = tf.reduce_sum(ordered_points * tf.gather(directions, nodes), axis=1)
-    lowest = tf.math.unsorted_segment_min(projections, nodes, num_splits)
-    highest = tf.math.unsorted_segment_max(projections, nodes, num_splits)
-    spans = tf.maximum(tf.gather(highest - lowest, nodes), 1e-30)
-    # Node first, projection second, as one float64 key: the fraction of the
-    # node's span in [0, 0.5] leaves ≥ 30 bits below any node id < 2**22.
-    keys = tf.cast(nodes, tf.float64) + 0.5 * tf.cast(
-        (projections - tf.gather(lowest, nodes)) / spans, tf.float64
-    )
-    return tf.gather(order, tf.argsort(keys, stable=True))
 
 
 def balanced_lists(points, levels, seed):
@@ -105,17 +86,35 @@ def balanced_lists(points, levels, seed):
       j holds ⌊N/L⌋ or ⌈N/L⌉ points and empty slots hold N. Every point is in
       exactly one list. Deterministic for a given seed.
     """
-    num_nodes = points.shape[0]
-    order = tf.range(num_nodes, dtype=tf.int32)
-    for level in range(levels):
-        order = _split_level(order, points, 2**level, seed, level)
+    num_nodes, dim = points.shape
     num_lists = 2**levels
     capacity = -(-num_nodes // num_lists)
-    lists = _node_of_positions(num_nodes, num_lists)
-    starts = _node_starts(num_nodes, num_lists)
-    slots = tf.range(num_nodes, dtype=tf.int64) - tf.gather(starts, lists)
-    return tf.tensor_scatter_nd_update(
-        tf.fill([num_lists, capacity], num_nodes),
-        tf.stack([tf.cast(lists, tf.int64), slots], axis=1),
-        order,
-    )
+    padded_size = num_lists * capacity
+    # Row N of the padded points stands for every placeholder.
+    padded_points = tf.pad(points, [[0, 1], [0, 0]])
+    placeholder_keys = [
+        tf.constant(
+            [-math.inf if (i >> level) & 1 == 0 else math.inf
+             for i in range(padded_size - num_nodes)],
+            tf.float32,
+        )
+        for level in range(levels)
+    ]
+    order = tf.range(padded_size, dtype=tf.int32)
+    for level in range(levels):
+        num_splits = 2**level
+        # Ids ≥ N are placeholders: order holds N + i for placeholder i.
+        node_order = tf.reshape(order, [num_splits, -1])
+        is_point = node_order < num_nodes
+        node_points = tf.gather(padded_points, tf.minimum(node_order, num_nodes))
+        directions = _principal_directions(node_points, is_point, seed, level)
+        projections = tf.einsum("snd,sd->sn", node_points, directions)
+        keys = tf.where(
+            is_point,
+            projections,
+            tf.gather(placeholder_keys[level], tf.maximum(node_order - num_nodes, 0)),
+        )
+        order = tf.reshape(
+            tf.gather(node_order, tf.argsort(keys, axis=1, stable=True), batch_dims=1), [-1]
+        )
+    return tf.reshape(tf.minimum(order, num_nodes), [num_lists, capacity])
