@@ -541,6 +541,13 @@ class TrainConfig:
     """Schedule, optimizers, distribution and compilation."""
 
     epochs: int = _field(20, "Training epochs.")
+    train_seed: int = _field(
+        -1, "Seed of training's randomness (initial weights, dropout, "
+        "augmentation, mixup, noise, the order of training batches); -1 = --seed. "
+        "--seed alone also fixes the speaker split and the labeled subset, so "
+        "another train_seed re-runs the same data with independent training "
+        "noise (the study's 'supervised_reseeded' variant: the noise floor of a "
+        "paired difference).")
     warmup_epochs: int = _field(
         4, "Epochs of C on labeled clips only (G/D adversarial only) before the "
         "full objective.")
@@ -592,6 +599,8 @@ class TrainConfig:
         for name in ("epochs", "steps_per_epoch", "num_cpu_devices"):
             if getattr(self, name) < 1:
                 raise _bad(name, getattr(self, name), "must be >= 1")
+        if self.train_seed < -1:
+            raise _bad("train_seed", self.train_seed, "must be >= 0, or -1 for --seed")
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise _bad("warmup_epochs", self.warmup_epochs,
                        f"must be in [0, epochs={self.epochs}]")
@@ -849,6 +858,11 @@ class Config:
                        f"--label_smoothing={loss.label_smoothing} holds C near; at "
                        "or above it --use_consistency gets almost no target "
                        "(lower the threshold, or set --label_smoothing=0)")
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of training's randomness: --train_seed, else --seed."""
+        return self.train.train_seed if self.train.train_seed >= 0 else self.data.seed
 
     @property
     def data_dir(self) -> str:

@@ -59,6 +59,7 @@ def test_round_trip_through_json(tmp_path):
     ({"mixup_alpha": -0.1}, "--mixup_alpha=-0.1: must be >= 0"),
     ({"label_smoothing": 1.0}, "--label_smoothing=1.0: must be in [0, 1)"),
     ({"lr_schedule": "step"}, "--lr_schedule=step: must be one of constant, cosine"),
+    ({"train_seed": -2}, "--train_seed=-2: must be >= 0, or -1 for --seed"),
     # Smoothing 0.1 over 5 classes holds C near 0.92: a 0.95 threshold would
     # admit no consistency target.
     ({"use_consistency": True, "label_smoothing": 0.1, "consistency_threshold": 0.95},
@@ -93,3 +94,8 @@ def test_consistency_threshold_below_the_smoothing_cap_is_accepted():
         {"use_consistency": True, "label_smoothing": 0.0, "consistency_threshold": 0.99})
     # Without consistency the threshold is unused: no constraint.
     config_lib.config_from_flat({"label_smoothing": 0.1, "consistency_threshold": 0.95})
+
+
+def test_training_seed_defaults_to_the_data_seed():
+    assert config_lib.config_from_flat({"seed": 3}).training_seed == 3
+    assert config_lib.config_from_flat({"seed": 3, "train_seed": 0}).training_seed == 0

@@ -187,3 +187,20 @@ def test_shared_flags_round_trip_through_main_flag_parsing(tmp_path):
         parsed = values[name].value
         expected = True if name == "deterministic" else flat[name]
         assert (tuple(parsed) if isinstance(parsed, list) else parsed) == expected, name
+
+
+def test_flags_added_to_the_code_at_their_defaults_keep_a_study_valid():
+    from i2a_tf.study import grid as grid_lib
+
+    before = ["--epochs=24", "--use_translation", "--warmup_epochs=8"]
+    # A flag the old study.json does not name, at its default: compatible.
+    assert grid_lib.flags_added_since(before, before + ["--train_seed=-1"]) == [
+        "--train_seed=-1"]
+    assert grid_lib.flags_added_since(before, before + ["--nouse_consistency"]) == [
+        "--nouse_consistency"]
+    # Not at its default, or a changed value of a recorded flag, or a removed
+    # flag: a difference.
+    assert grid_lib.flags_added_since(before, before + ["--train_seed=3"]) is None
+    assert grid_lib.flags_added_since(
+        before, ["--epochs=24", "--nouse_translation", "--warmup_epochs=8"]) is None
+    assert grid_lib.flags_added_since(before, before[:2]) is None

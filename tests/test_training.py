@@ -195,8 +195,11 @@ def test_classification_metrics_by_hand():
 
 
 @pytest.mark.parametrize("variant", [(), ("--strategy=mirrored", "--num_cpu_devices=2"),
-                                     ("--val_speaker_fraction=0.4",)],
-                         ids=["default", "mirrored", "validation"])
+                                     # The approximate kNN graph in a real run: ~30
+                                     # training clips in 4 lists of 7-8, 2 probed.
+                                     ("--val_speaker_fraction=0.4", "--knn_method=approximate",
+                                      "--knn_k=4", "--knn_list_size=5", "--knn_probes=2")],
+                         ids=["default", "mirrored", "validation_approximate_knn"])
 def test_main_demo_prepare_train_evaluate(tmp_path, variant):
     workdir = str(tmp_path / "run")
     args = ("--flagfile=configs/demo.cfg", "--mode=prepare,train,evaluate",

@@ -182,7 +182,7 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
     precomputed = inputs.use_precomputed_logmel
     files = data.files(split, "logmel" if precomputed else "audio")
     pipeline_id = input_context.input_pipeline_id if input_context else 0
-    dataset = _records(files, training, config.data.seed, deterministic,
+    dataset = _records(files, training, config.training_seed, deterministic,
                        input_context)
     num_mels = frontend.num_mels
 
@@ -207,10 +207,10 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
         if inputs.cache:
             # After parsing, so later epochs skip protobuf parsing and decoding.
             dataset = dataset.cache()
-        dataset = dataset.shuffle(inputs.shuffle_buffer, seed=config.data.seed,
+        dataset = dataset.shuffle(inputs.shuffle_buffer, seed=config.training_seed,
                                   reshuffle_each_iteration=True).repeat()
     dataset = dataset.padded_batch(batch_size, drop_remainder=training)
-    dataset = _seeded_batches(dataset, config.data.seed, pipeline_id, split)
+    dataset = _seeded_batches(dataset, config.training_seed, pipeline_id, split)
     statistics = data.statistics
 
     def features(batch, seed):
@@ -258,15 +258,15 @@ def face_dataset(data: DatasetInfo, config: Config, *, training: bool,
     deterministic = inputs.deterministic or not training
     size = data.face_size
     pipeline_id = input_context.input_pipeline_id if input_context else 0
-    dataset = _records(data.files(FACE_SPLIT, "faces"), training, config.data.seed,
+    dataset = _records(data.files(FACE_SPLIT, "faces"), training, config.training_seed,
                        deterministic, input_context)
     if training:
         if inputs.cache:
             dataset = dataset.cache()
-        dataset = dataset.shuffle(inputs.shuffle_buffer, seed=config.data.seed,
+        dataset = dataset.shuffle(inputs.shuffle_buffer, seed=config.training_seed,
                                   reshuffle_each_iteration=True).repeat()
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = _seeded_batches(dataset, config.data.seed, pipeline_id, FACE_SPLIT)
+    dataset = _seeded_batches(dataset, config.training_seed, pipeline_id, FACE_SPLIT)
 
     def decode(serialized, seed):
         features = schema.parse_face(serialized)

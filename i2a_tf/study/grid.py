@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from i2a_tf.config import (Config, ConfigError, StudyConfig, config_to_dict,
+from i2a_tf.config import (Config, ConfigError, StudyConfig, config_to_dict, field_default,
                            leaf_fields, parse_variant_definitions)
 
 # None: not a network run (fitted in the study's process).
@@ -18,6 +18,11 @@ BUILTIN_VARIANTS: dict[str, tuple[str, ...] | None] = {
     "logreg": None,
     "supervised": ("--nouse_translation", "--nouse_pseudo_labels",
                    "--nouse_consistency"),
+    # The noise floor: supervised-only again on the same split and labeled
+    # subset with independent training randomness. Its paired difference to
+    # 'supervised' is what a change that does nothing reads.
+    "supervised_reseeded": ("--nouse_translation", "--nouse_pseudo_labels",
+                            "--nouse_consistency", "--train_seed=1000"),
     "pl_label_spreading": ("--nouse_translation", "--use_pseudo_labels",
                            "--propagation=label_spreading", "--nouse_consistency"),
     "pl_widest_path": ("--nouse_translation", "--use_pseudo_labels",
@@ -46,6 +51,7 @@ BUILTIN_VARIANTS: dict[str, tuple[str, ...] | None] = {
 LABELS = {
     "logreg": "logistic regression on log-mel statistics",
     "supervised": "supervised only (labeled clips)",
+    "supervised_reseeded": "supervised only, another training seed (noise floor)",
     "pl_label_spreading": "+ pseudo-labels (label spreading)",
     "pl_widest_path": "+ pseudo-labels (widest path)",
     "translation": "+ translated faces (weight 1)",
@@ -123,6 +129,31 @@ def _flag_text(name: str, value) -> str:
     if isinstance(value, (tuple, list)):
         return f"--{name}=" + ",".join(str(v) for v in value)
     return f"--{name}={value}"
+
+
+def flags_added_since(before: list[str], now: list[str]) -> list[str] | None:
+    """The flags of `now` that a study recorded with `before` lacks, when that
+    is the only difference and each is a flag `before` does not name at all,
+    at its default value (a flag added to the code later, which by convention
+    defaults to the old behaviour); None when the two differ otherwise."""
+    names = {}
+    defaults = set()
+    for _, field in leaf_fields():
+        names[field.name] = field.name
+        if field.type in ("bool", bool):
+            names["no" + field.name] = field.name
+        defaults.add(_flag_text(field.name, field_default(field)))
+
+    def name(text):
+        return names.get(text[2:].split("=", 1)[0], text)
+
+    added = [f for f in now if f not in set(before)]
+    if any(f not in set(now) for f in before):
+        return None
+    named_before = {name(f) for f in before}
+    if all(f in defaults and name(f) not in named_before for f in added):
+        return added
+    return None
 
 
 def shared_flags(config: Config) -> list[str]:

@@ -115,13 +115,15 @@ class Study:
 
     def check_and_record(self) -> None:
         """Writes study.json and cells.cfg; a study directory that holds cells
-        run with other shared flags is an error naming them."""
+        run with other shared flags is an error naming them. Flags added to the
+        code since, at their defaults, are not a difference: the finished cells
+        stay valid and study.json records the new list."""
         os.makedirs(self.root, exist_ok=True)
         path = os.path.join(self.root, "study.json")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 before = json.load(f).get("shared_flags", [])
-            if before != self.shared:
+            if before != self.shared and grid_lib.flags_added_since(before, self.shared) is None:
                 changed = sorted(set(self.shared).symmetric_difference(before))
                 raise ConfigError(
                     f"--study_dir={self.root}: its cells were run with other flags "

@@ -255,7 +255,7 @@ class Image2Audio(keras.Model):
     def _global_step_seed(self) -> tf.Tensor:
         """A stateless seed `[2]` of --seed and the step count (the same on
         every replica)."""
-        return tf.stack([tf.constant(self.config.data.seed, tf.int64),
+        return tf.stack([tf.constant(self.config.training_seed, tf.int64),
                          tf.cast(self.classifier_optimizer.iterations, tf.int64)])
 
     def _noise(self, batch_size: tf.Tensor) -> tf.Tensor:

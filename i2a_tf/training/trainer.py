@@ -125,7 +125,7 @@ def _write_translations(config: Config, model: Image2Audio, data: DatasetInfo,
     inputs = [model.face_encoder(images, training=False), tf.constant(labels)]
     if config.model.noise_dim:
         inputs.append(tf.random.stateless_normal(
-            [len(labels), config.model.noise_dim], [config.data.seed, 7]))
+            [len(labels), config.model.noise_dim], [config.training_seed, 7]))
     translated = model.generator(inputs, training=False).numpy()
     num_classes, shape = len(data.classes), translated.shape[1:]
     real = np.full((num_classes, n, *shape), np.nan, np.float32)
@@ -149,7 +149,7 @@ def train(config: Config) -> dict:
     writes into the workdir (and evaluates), each other worker writes into a
     temporary folder removed at the end, and returns {}.
     """
-    keras.utils.set_random_seed(config.data.seed)
+    keras.utils.set_random_seed(config.training_seed)
     data = DatasetInfo(config)
     if not data.num_examples("train_labeled"):
         raise ConfigError(f"--label_fraction={config.data.label_fraction}: the "
@@ -315,6 +315,7 @@ def _switches(config: Config) -> dict:
         "propagation": config.graph.propagation,
         "label_fraction": config.data.label_fraction,
         "seed": config.data.seed,
+        "train_seed": config.training_seed,
         "epochs": config.train.epochs,
         "warmup_epochs": config.train.warmup_epochs,
     }
