@@ -204,3 +204,13 @@ def test_flags_added_to_the_code_at_their_defaults_keep_a_study_valid():
     assert grid_lib.flags_added_since(
         before, ["--epochs=24", "--nouse_translation", "--warmup_epochs=8"]) is None
     assert grid_lib.flags_added_since(before, before[:2]) is None
+
+
+def test_every_built_in_variant_is_a_known_study_variant():
+    from i2a_tf import config as config_lib
+    from i2a_tf.study import grid as grid_lib
+
+    assert set(grid_lib.BUILTIN_VARIANTS) == (
+        set(config_lib.STUDY_VARIANTS) | set(config_lib.OPTIONAL_STUDY_VARIANTS))
+    assert set(grid_lib.LABELS) == set(grid_lib.BUILTIN_VARIANTS)
+    config_lib.config_from_flat({"study_variants": ["supervised", "supervised_reseeded"]})
