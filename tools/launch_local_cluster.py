@@ -59,16 +59,6 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-class _Interrupted(Exception):
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_interrupted(signum, frame):
-    raise _Interrupted(signum)
-
-
 class LocalCluster:
     """N worker processes of one command, each in its own process group."""
 
@@ -110,11 +100,18 @@ class LocalCluster:
             thread.start()
             self._threads.append(thread)
 
-    def wait(self, timeout: float | None = None, poll_s: float = 0.1) -> int:
-        """Until every worker succeeded (0), one failed (its status) or
-        `timeout` seconds passed (TIMEOUT_STATUS)."""
+    def wait(self, timeout: float | None = None, poll_s: float = 0.1,
+             interrupted=lambda: None) -> int:
+        """Until every worker succeeded (0), one failed (its status),
+        `timeout` seconds passed (TIMEOUT_STATUS) or `interrupted()` returns a
+        signal number (128 + it)."""
         deadline = None if not timeout else time.monotonic() + timeout
         while True:
+            signum = interrupted()
+            if signum is not None:
+                self.write(f"[launcher] {signal.Signals(signum).name}: stopping the "
+                           "workers\n")
+                return 128 + signum
             codes = [p.poll() for p in self.processes]
             for index, code in enumerate(codes):
                 if code not in (None, 0):
@@ -159,24 +156,22 @@ def run(command: list[str], num_workers: int, timeout: float | None = None,
         grace_s: float = 10.0, stream=None) -> int:
     """Starts the cluster, waits for it and always stops every worker."""
     cluster = LocalCluster(command, num_workers, stream=stream)
-    handled = (signal.SIGTERM, signal.SIGHUP)
-    previous = {s: signal.signal(s, _raise_interrupted) for s in handled}
+    # The handlers only note the first signal; the wait loop acts on it. An
+    # exception raised from a handler could land anywhere, e.g. between a
+    # lock's acquire and its `with` block, and leave the output lock held (the
+    # launcher then hung on its own "stopping" line: seen once in CI). A
+    # second signal, or one during the stop, changes nothing.
+    received: list[int] = []
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                for s in handled}
     try:
         cluster.start()
-        return cluster.wait(timeout)
-    except (KeyboardInterrupt, _Interrupted) as error:
-        signum = getattr(error, "signum", signal.SIGINT)
-        cluster.write(f"[launcher] {signal.Signals(signum).name}: stopping the workers\n")
-        return 128 + signum
+        return cluster.wait(timeout, interrupted=lambda: received[0] if received else None)
     finally:
-        # Stopping must not be interrupted by a second Ctrl-C or SIGTERM.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for s in handled:
-            signal.signal(s, signal.SIG_IGN)
         try:
             cluster.stop(grace_s)
         finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
