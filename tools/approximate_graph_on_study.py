@@ -55,8 +55,8 @@ def _t_interval(values):
 
 
 def embed_cell(cell_dir):
-    """(config, embeddings [N, d], labels [N] with −1 for unlabeled, true
-    labels [N], C's predicted class [N])."""
+    """(config, φ of the labeled then unlabeled clips [N, d], labels [N] with
+    −1 for unlabeled, true labels [N], C's predicted class [N])."""
     import keras
 
     from i2a_tf.config import config_from_dict
@@ -78,8 +78,6 @@ def embed_cell(cell_dir):
     unlabeled = run_over_split(lambda x: outputs(x, training=False),
                                eval_dataset(config, "train_unlabeled", data))
     embeddings = np.concatenate([labeled["outputs_0"], unlabeled["outputs_0"]]).astype(np.float32)
-    if config.graph.normalize_embeddings:
-        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     labels = np.concatenate(
         [labeled["label"], np.full(len(unlabeled["label"]), -1)]).astype(np.int32)
     true_labels = np.concatenate([labeled["true_label"], unlabeled["true_label"]])
@@ -93,7 +91,7 @@ def compare_cell(cell_dir, search):
     from bench_ops import recall_at_k
 
     from i2a_tf import graph
-    from i2a_tf.config import bandwidth_setting
+    from i2a_tf.training import callbacks
 
     config, embeddings, labels, true_labels, own = embed_cell(cell_dir)
     g = config.graph
@@ -104,13 +102,8 @@ def compare_cell(cell_dir, search):
            "num_unlabeled": int(unlabeled.sum())}
     selected_sets = {}
     for name, approximate in (("exact", None), ("approximate", search)):
-        result = graph.pseudo_labels_from_embeddings(
-            embeddings, labels, len(config.data.classes), method=g.propagation,
-            k=min(g.knn_k, len(labels) - 1), edge_strength_mode=g.edge_strength,
-            bandwidth=bandwidth_setting(g.graph_bandwidth),
-            selection=g.pseudo_label_selection, threshold=g.pseudo_label_threshold,
-            top_fraction=g.pseudo_label_top_fraction, alpha=g.spreading_alpha,
-            approximate=approximate)
+        result = callbacks.graph_pseudo_labels(
+            g, embeddings, labels, len(config.data.classes), approximate)
         selected = result.selected.numpy()
         predicted = result.pseudo_labels.numpy()
         if g.pseudo_label_agreement:  # as the refresh: graph and C agree
@@ -120,8 +113,10 @@ def compare_cell(cell_dir, search):
             round(float(np.mean(predicted[selected] == true_labels[selected])), 4)
             if selected.any() else math.nan)
         row[f"coverage_{name}"] = round(float(selected.sum() / unlabeled.sum()), 4)
-    indices, _ = graph.knn_graph(embeddings, min(g.knn_k, len(labels) - 1), approximate=search)
-    row["recall_at_k"] = round(recall_at_k(embeddings, indices.numpy(), len(labels)), 4)
+    # Recall on the embeddings the graph was built on.
+    seen = callbacks.graph_embeddings(g, embeddings).astype(np.float32)
+    indices, _ = graph.knn_graph(seen, min(g.knn_k, len(labels) - 1), approximate=search)
+    row["recall_at_k"] = round(recall_at_k(seen, indices.numpy(), len(labels)), 4)
     union = selected_sets["exact"] | selected_sets["approximate"]
     row["selected_agreement"] = round(
         len(selected_sets["exact"] & selected_sets["approximate"]) / max(len(union), 1), 4)

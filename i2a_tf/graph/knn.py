@@ -109,7 +109,8 @@ def _nearest_columns(distances_sq, k):
 def _sorted_by_exact_distance(query_points, points, neighbour_ids):
     """Neighbours sorted by distances recomputed from the coordinates.
 
-    Uncentred coordinates: duplicates then differ by exactly 0.
+    A duplicate of a query differs from it by exactly 0 in any coordinates
+    (centred or not) both were computed alike.
 
     Args:
       query_points: `[rows, d]` float32.

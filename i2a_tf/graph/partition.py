@@ -86,7 +86,7 @@ def balanced_lists(points, levels, seed):
       j holds ⌊N/L⌋ or ⌈N/L⌉ points and empty slots hold N. Every point is in
       exactly one list. Deterministic for a given seed.
     """
-    num_nodes, dim = points.shape
+    num_nodes = points.shape[0]
     num_lists = 2**levels
     capacity = -(-num_nodes // num_lists)
     padded_size = num_lists * capacity

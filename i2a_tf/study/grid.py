@@ -147,9 +147,10 @@ def flags_added_since(before: list[str], now: list[str]) -> list[str] | None:
     def name(text):
         return names.get(text[2:].split("=", 1)[0], text)
 
-    added = [f for f in now if f not in set(before)]
-    if any(f not in set(now) for f in before):
+    recorded, current = set(before), set(now)
+    if not recorded <= current:
         return None
+    added = [f for f in now if f not in recorded]
     named_before = {name(f) for f in before}
     if all(f in defaults and name(f) not in named_before for f in added):
         return added

@@ -46,6 +46,39 @@ def _knn_search(graph_config):
     )
 
 
+def graph_embeddings(graph_config, embeddings):
+    """φ as the graph sees it: scaled to unit length when
+    `normalize_embeddings` is on."""
+    if not graph_config.normalize_embeddings:
+        return embeddings
+    return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+
+
+def graph_pseudo_labels(graph_config, embeddings, labels, num_classes, approximate):
+    """The refresh's graph pseudo-labels of labeled and unlabeled clips.
+
+    Args:
+      graph_config: the run's `GraphConfig` (propagation other than
+        self-training, k, edge strengths, bandwidth, selection, normalisation).
+      embeddings: `[N, d]` φ of the labeled then the unlabeled clips (passed
+        through `graph_embeddings` here).
+      labels: `[N]` int32, −1 for unlabeled.
+      num_classes: Python int.
+      approximate: None (exact kNN) or a `graph.ApproximateSearch`.
+
+    Returns:
+      `graph.PseudoLabels` over all N clips.
+    """
+    g = graph_config
+    return graph.pseudo_labels_from_embeddings(
+        graph_embeddings(g, embeddings), labels, num_classes, method=g.propagation,
+        k=min(g.knn_k, len(labels) - 1), edge_strength_mode=g.edge_strength,
+        bandwidth=bandwidth_setting(g.graph_bandwidth),
+        selection=g.pseudo_label_selection, threshold=g.pseudo_label_threshold,
+        top_fraction=g.pseudo_label_top_fraction, alpha=g.spreading_alpha,
+        approximate=approximate)
+
+
 def _embed_fn(model):
     @tf.function(reduce_retracing=True)
     def embed(logmel):
@@ -127,9 +160,6 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities = shifted / shifted.sum(axis=1, keepdims=True)
         own = np.argmax(probabilities, axis=1).astype(np.int32)
-        if g.normalize_embeddings:
-            embeddings = embeddings / np.maximum(
-                np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         labels = np.concatenate([labeled["label"],
                                  np.full(len(unlabeled["label"]), -1, np.int32)])
         start = len(labeled["label"])
@@ -143,14 +173,8 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
                 g.pseudo_label_threshold, g.pseudo_label_top_fraction).numpy()
             margins = graph.pseudo_label_confidences(scores).numpy()
         else:
-            k = min(g.knn_k, len(labels) - 1)
-            result = graph.pseudo_labels_from_embeddings(
-                embeddings, labels, self.model.num_classes, method=g.propagation, k=k,
-                edge_strength_mode=g.edge_strength,
-                bandwidth=bandwidth_setting(g.graph_bandwidth),
-                selection=g.pseudo_label_selection, threshold=g.pseudo_label_threshold,
-                top_fraction=g.pseudo_label_top_fraction, alpha=g.spreading_alpha,
-                approximate=_knn_search(g))
+            result = graph_pseudo_labels(g, embeddings, labels, self.model.num_classes,
+                                         _knn_search(g))
             pseudo = result.pseudo_labels.numpy()[start:]
             selected = result.selected.numpy()[start:]
             margins = result.confidences.numpy()[start:]

@@ -253,8 +253,8 @@ class Image2Audio(keras.Model):
     # -- The step ---------------------------------------------------------------------
 
     def _global_step_seed(self) -> tf.Tensor:
-        """A stateless seed `[2]` of --seed and the step count (the same on
-        every replica)."""
+        """A stateless seed `[2]` of the training seed (--train_seed, else
+        --seed) and the step count (the same on every replica)."""
         return tf.stack([tf.constant(self.config.training_seed, tf.int64),
                          tf.cast(self.classifier_optimizer.iterations, tf.int64)])
 
@@ -271,7 +271,7 @@ class Image2Audio(keras.Model):
 
     def _step_seed(self, stream: int) -> tf.Tensor:
         """A stateless seed `[2]` for this step, replica and random `stream`:
-        a function of --seed, the step count and the replica only."""
+        a function of the training seed, the step count and the replica only."""
         seed = tf.random.experimental.stateless_fold_in(
             self._global_step_seed(), tf.cast(_replica_id(), tf.int64))
         return tf.random.experimental.stateless_fold_in(seed, stream)
