@@ -327,6 +327,10 @@ class ModelConfig:
                                    "block (doubled per block, 3 blocks).")
     embedding_dim: int = _field(128, "Size of the classifier embedding phi.")
     dropout: float = _field(0.5, "Dropout before the classifier's linear head.")
+    classifier_statistics: bool = _field(
+        False, "Give phi the per-band mean and std over time of its input log-mel "
+        "as well (the logistic-regression baseline's features), beside the "
+        "pooled convolutional features.")
 
     def validate(self) -> None:
         for name in ("encoder_width", "face_code_dim", "class_embedding_dim",
@@ -771,6 +775,18 @@ class StudyConfig:
     study_variant_flags: str = _field(
         "", "Extra variants: 'name:--flag --flag=value;name2:--flag ...' (a "
         "built-in name redefines that variant).")
+    study_train_seeds: int = _field(
+        0, "Training runs per cell, each with its own --train_seed derived from "
+        "(fold, seed, run), the same for every variant of that (fold, seed) and "
+        "different between them, so the paired differences are independent "
+        "draws; results average a cell's runs and the paired interval resamples "
+        "them too (it includes the training-seed spread). 0: one run whose "
+        "training seed is --seed (the studies committed before this flag).")
+    study_metric: str = _field(
+        "uar", "What the study's tables compare: 'uar' (the test speakers') or "
+        "'val_uar' (the validation speakers' UAR at the last epoch; needs "
+        "--val_speaker_fraction or --val_speakers): for development, so that "
+        "choices are made without the test speakers.")
     study_quick: bool = _field(
         False, "A quick look: the first fold and seed, budget 0.1, variants "
         "logreg, supervised and full.")
@@ -813,6 +829,22 @@ class StudyConfig:
             raise _bad("study_variants", self.study_variants, "variants must be distinct")
         if self.study_workers < 1:
             raise _bad("study_workers", self.study_workers, "must be >= 1")
+        _check_choice("study_metric", self.study_metric, ("uar", "val_uar"))
+        if self.study_train_seeds < 0:
+            raise _bad("study_train_seeds", self.study_train_seeds,
+                       "must be >= 0 (0: one run per cell, training seed --seed)")
+        if self.study_train_seeds:
+            for name, flags in defined.items():
+                if name in self.study_variants and any(
+                        f.startswith("--train_seed") for f in flags):
+                    raise _bad("study_variant_flags", self.study_variant_flags,
+                               f"variant '{name}' sets --train_seed, which "
+                               "--study_train_seeds sets per run")
+            if "supervised_reseeded" in self.study_variants:
+                raise _bad("study_variants", self.study_variants,
+                           "'supervised_reseeded' fixes one --train_seed for every "
+                           "cell; with --study_train_seeds >= 2 the noise floor "
+                           "comes from supervised's own runs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -843,6 +875,11 @@ class Config:
         self.export.validate()
         self.study.validate()
         self._check_consistency_reachable()
+        if (self.study.study_metric == "val_uar" and not self.data.val_speakers
+                and self.data.val_speaker_fraction == 0):
+            raise _bad("study_metric", self.study.study_metric,
+                       "needs validation speakers: set --val_speaker_fraction "
+                       "(or --val_speakers)")
         return self
 
     def _check_consistency_reachable(self) -> None:

@@ -516,3 +516,20 @@ def test_lite_model_falls_back_to_builtin_kernels_when_xnnpack_refuses(exported,
     assert runner.runtime == "xnnpack"
     np.testing.assert_allclose(runner.probabilities(clip), expected, atol=1e-5)
     assert runner.runtime == "builtin"
+
+
+def test_classifier_with_band_statistics_converts_to_tflite():
+    """--classifier_statistics adds mean / std over time (TimeStatistics):
+    builtin TFLite ops, float model within 1e-4 of the Keras-side module."""
+    from i2a_tf.export.serving import ServingModule
+    from i2a_tf.models import build_classifier
+    config = config_lib.FrontEndConfig(num_frames=20)
+    statistics = frontend.BandStatistics(np.zeros(64, np.float32), np.ones(64, np.float32))
+    classifier = build_classifier(5, 64, 20, width=4, embedding_dim=8, dropout=0.0,
+                                  statistics=True)
+    module = ServingModule(classifier, tuple(CLASSES), statistics, config)
+    function = module.lite_function()
+    clip = tone(0.3, freq=220, seed=1).astype(np.float32)
+    expected = function(tf.constant(clip[None]))["probabilities"].numpy()[0]
+    lite = tflite.LiteModel(tflite.convert(function, "float32"))
+    np.testing.assert_allclose(lite.probabilities(clip), expected, atol=1e-4)

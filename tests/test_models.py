@@ -91,3 +91,32 @@ def test_classifier_output_independent_of_batch():
     together = classifier(logmel, training=True).numpy()
     alone = classifier(logmel[:1], training=True).numpy()
     np.testing.assert_allclose(together[:1], alone, atol=1e-5)
+
+
+def test_time_statistics_hand_values():
+    # [1, T=4, F=2]: channel 0 = 1, 3, 1, 3 (mean 2, std 1); channel 1 constant 5.
+    x = tf.constant([[[1.0, 5.0], [3.0, 5.0], [1.0, 5.0], [3.0, 5.0]]])
+    got = models.classifier.TimeStatistics()(x).numpy()
+    np.testing.assert_allclose(got, [[2.0, 5.0, np.sqrt(1.0 + 1e-6), np.sqrt(1e-6)]],
+                               rtol=1e-6)
+
+
+def test_classifier_with_band_statistics_reloads_and_uses_them(tmp_path):
+    """--classifier_statistics: the input's band means and stds reach phi
+    (the logits move when only a band's level changes and every conv weight
+    is zero), and the saved model reloads with the same outputs."""
+    import keras
+    classifier = models.build_classifier(C, MELS, T, width=4, embedding_dim=7,
+                                         dropout=0.0, statistics=True)
+    assert classifier.get_layer("pooled").output.shape[-1] == 2 * 16 + 2 * MELS
+    for layer in classifier.layers:
+        if layer.name.startswith("conv"):
+            layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    logmel = tf.random.stateless_normal([B, MELS, T], [3, 4])
+    louder = logmel + tf.one_hot(0, MELS)[None, :, None]
+    assert np.abs(classifier(louder).numpy() - classifier(logmel).numpy()).max() > 1e-4
+    path = str(tmp_path / "c.keras")
+    classifier.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(reloaded(logmel).numpy(), classifier(logmel).numpy(),
+                               atol=1e-6)

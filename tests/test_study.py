@@ -214,3 +214,63 @@ def test_every_built_in_variant_is_a_known_study_variant():
         set(config_lib.STUDY_VARIANTS) | set(config_lib.OPTIONAL_STUDY_VARIANTS))
     assert set(grid_lib.LABELS) == set(grid_lib.BUILTIN_VARIANTS)
     config_lib.config_from_flat({"study_variants": ["supervised", "supervised_reseeded"]})
+
+
+def test_training_runs_get_their_own_seeds_and_are_averaged(study):
+    """--study_train_seeds=2: each network variant of a (fold, seed) trains
+    twice, with the derived --train_seed of each run; logreg once."""
+    workdir, _, _ = study
+    root = os.path.join(workdir, "study_runs")
+    flags = [f if not f.startswith("--study_variants=") else
+             "--study_variants=logreg,supervised" for f in STUDY]
+    result = run_main(*flags, f"--workdir={workdir}", f"--study_dir={root}",
+                      "--study_train_seeds=2", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "3 cells" in result.stdout and "x 2 training runs" in result.stdout
+    seeds = []
+    for run in (0, 1):
+        record = json.load(open(os.path.join(_cell(root, f"supervised_run{run}"),
+                                             "cell.json")))
+        assert record["run"] == run
+        assert f"--train_seed={grid_lib.run_train_seed(0, 0, run)}" in record["command"]
+        seeds.append(grid_lib.run_train_seed(0, 0, run))
+    assert os.path.exists(os.path.join(_cell(root, "logreg"), "metrics.json"))
+    with open(os.path.join(root, "results.csv"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["variant"], r["run"], r["train_seed"]) for r in rows) == sorted(
+        [("logreg", "0", "-1"), ("supervised", "0", str(seeds[0])),
+         ("supervised", "1", str(seeds[1]))])
+    markdown = open(os.path.join(root, "results.md"), encoding="utf-8").read()
+    assert "Several training runs per (fold, seed)" in markdown
+
+
+def test_training_runs_are_refused_with_a_variant_that_fixes_the_seed():
+    with pytest.raises(config_lib.ConfigError, match="--study_variants=.*supervised_reseeded"):
+        config_lib.config_from_flat({"study_variants": ["supervised", "supervised_reseeded"],
+                                     "study_train_seeds": 2})
+    with pytest.raises(config_lib.ConfigError, match="variant 'mine' sets --train_seed"):
+        config_lib.config_from_flat({"study_variants": ["supervised", "mine"],
+                                     "study_variant_flags": "mine:--train_seed=4",
+                                     "study_train_seeds": 1})
+    with pytest.raises(config_lib.ConfigError, match="--study_train_seeds=-1"):
+        config_lib.config_from_flat({"study_train_seeds": -1})
+
+
+def test_run_seeds_differ_between_folds_seeds_and_runs_and_variants_share_them():
+    seeds = {(f, s, r): grid_lib.run_train_seed(f, s, r)
+             for f in range(5) for s in range(3) for r in range(3)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert all(0 <= v < 2 ** 31 for v in seeds.values())
+    assert grid_lib.run_train_seed(1, 2, 0) == grid_lib.run_train_seed(1, 2, 0)
+    grid = grid_lib.Grid((0, 1), (0,), (0.1,), ("logreg", "supervised", "full"),
+                         dict(grid_lib.BUILTIN_VARIANTS), train_seeds=2)
+    cells = grid.cells()
+    assert [c.run_name for c in cells if c.fold == 0] == [
+        "logreg", "supervised_run0", "full_run0", "supervised_run1", "full_run1"]
+    by_run = {}
+    for c in cells:
+        if c.variant != "logreg":
+            by_run.setdefault((c.fold, c.run), set()).add(c.train_seed)
+    assert all(len(v) == 1 for v in by_run.values())  # variants share a run's seed
+    # Without --study_train_seeds the cell's own flags decide (--seed).
+    assert grid_lib.Cell(0, 0, 0.1, "supervised").train_seed is None

@@ -15,7 +15,7 @@ NAN = float("nan")
 
 def _row(fold, seed, variant, uar, budget=0.1, **extra):
     row = {"fold": fold, "seed": seed, "budget": budget, "variant": variant,
-           "uar": uar, "wa": uar + 0.01, "macro_f1": uar - 0.01,
+           "run": 0, "train_seed": seed, "uar": uar, "wa": uar + 0.01, "macro_f1": uar - 0.01,
            "pseudo_label_accuracy": NAN, "pseudo_label_coverage": NAN,
            "mean_density_weight": NAN, "translated_accuracy": NAN, "seconds": 10.0}
     row.update(extra)
@@ -154,3 +154,84 @@ def test_screenshot_in_a_real_browser(tmp_path):
     assert pixels[..., :3].std() > 0.01  # something was drawn on the white page
     assert not report.screenshot(str(tmp_path / "missing-dir" / "none.html"),
                                  str(tmp_path / "x" / "y.png"), timeout=30)
+
+
+def _runs(pairs, budget=0.1):
+    """Rows from {(fold, variant): [uar of run 0, run 1, ...]} (seed 0)."""
+    return [_row(fold, 0, variant, uar, budget=budget, run=run)
+            for (fold, variant), uars in pairs.items() for run, uar in enumerate(uars)]
+
+
+def test_training_runs_are_averaged_per_fold_and_seed():
+    rows = _runs({(0, "supervised"): [0.50, 0.40], (0, "full"): [0.60, 0.56],
+                  (1, "supervised"): [0.30, 0.50], (1, "full"): [0.38]})
+    pairs = statistics.paired_differences(rows, "full", 0.1)
+    # fold 0: 0.58 - 0.45; fold 1: 0.38 - 0.40.
+    np.testing.assert_allclose([d for _, _, d in pairs], [0.13, -0.02])
+    (entry_s, entry_f) = statistics.summary(rows, ["supervised", "full"])
+    assert entry_s["n"] == 4 and entry_s["units"] == 2 and entry_f["n"] == 3
+    np.testing.assert_allclose(entry_s["uar"], (0.45 + 0.40) / 2)
+    np.testing.assert_allclose(entry_f["uar"], (0.58 + 0.38) / 2)
+    np.testing.assert_allclose(entry_s["uar_std"], np.std([0.45, 0.40], ddof=1))
+    np.testing.assert_allclose(entry_f["delta"], (0.13 - 0.02) / 2)
+    markdown = statistics.results_markdown(rows, ["supervised", "full"])
+    assert "Several training runs per (fold, seed)" in markdown
+    assert "| 0 | 0 | 45.0 | +13.0 |" in markdown  # per-pair table: run means
+
+
+def test_hierarchical_interval_is_the_plain_bootstrap_with_one_run_each():
+    units = [([0.5], [0.4]), ([0.3], [0.35]), ([0.6], [0.45]), ([0.2], [0.25])]
+    np.testing.assert_allclose(statistics.hierarchical_interval(units),
+                               statistics.bootstrap_interval([0.1, -0.05, 0.15, -0.05]))
+
+
+def _hierarchical_reference(units, resamples, seed, confidence=0.95):
+    """The same draws, one loop iteration at a time."""
+    rng = np.random.default_rng(seed)
+    per_unit = []
+    for mine, theirs in units:
+        draws = []
+        for values in (mine, theirs):
+            values = np.asarray(values)
+            picks = rng.integers(0, values.size, (resamples, values.size))
+            draws.append([values[picks[k]].mean() for k in range(resamples)])
+        per_unit.append(np.subtract(*draws))
+    picks = rng.integers(0, len(units), size=(resamples, len(units)))
+    means = [np.mean([per_unit[u][k] for u in picks[k]]) for k in range(resamples)]
+    return tuple(np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2]))
+
+
+def test_hierarchical_interval_matches_a_loop_and_widens_with_run_spread():
+    tight = [([0.50, 0.51], [0.40, 0.41]), ([0.30, 0.31], [0.35, 0.34]),
+             ([0.62, 0.60], [0.45, 0.46])]
+    wide = [([0.40, 0.61], [0.30, 0.51]), ([0.20, 0.41], [0.45, 0.24]),
+            ([0.72, 0.50], [0.55, 0.36])]  # same unit means, spread ~0.1
+    got = statistics.hierarchical_interval(wide, resamples=500, seed=3)
+    np.testing.assert_allclose(got, _hierarchical_reference(wide, 500, 3))
+    low_t, high_t = statistics.hierarchical_interval(tight)
+    low_w, high_w = statistics.hierarchical_interval(wide)
+    assert low_w < low_t < high_t < high_w
+    # Runs identical within every unit: only the units vary.
+    flat = [([0.5, 0.5], [0.4, 0.4]), ([0.5, 0.5], [0.4, 0.4])]
+    np.testing.assert_allclose(statistics.hierarchical_interval(flat), (0.1, 0.1))
+
+
+def test_noise_floor_from_the_baselines_own_runs():
+    rows = _runs({(0, "supervised"): [0.50, 0.60], (1, "supervised"): [0.40, 0.40],
+                  (2, "supervised"): [0.70, 0.50], (3, "supervised"): [0.30]})
+    floor = statistics.noise_floor(rows, 0.1)
+    assert floor["pairs"] == 3  # fold 3 has one run
+    np.testing.assert_allclose(floor["delta"], (0.1 + 0.0 - 0.2) / 3)
+    assert (floor["wins"], floor["ties"], floor["losses"]) == (1, 1, 1)
+    assert floor["beyond_3"] == 2
+    np.testing.assert_allclose(floor["run_sd"], (0.1 + 0.0 + 0.2) / 3 / np.sqrt(2))
+    markdown = statistics.results_markdown(rows, ["supervised"])
+    assert "**Noise floor** (supervised-only, run 1 - run 0, over 3 pairs): -3.3" in markdown
+    assert statistics.noise_floor(ROWS, 0.1) is None  # one run each
+
+
+def test_results_csv_without_run_columns_reads_as_run_0(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text("fold,seed,budget,variant,uar\n0,1,0.1,supervised,0.5\n")
+    (row,) = statistics.read_results_csv(str(path))
+    assert row["run"] == 0 and row["seed"] == 1

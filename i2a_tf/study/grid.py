@@ -3,11 +3,18 @@
 A cell is one (fold, seed, budget, variant). Every cell of one (fold, seed,
 budget) reads the same prepared records, so the variants' differences are
 paired: same test speakers, same labeled clips, same initialisation seed.
+
+With `--study_train_seeds=R` each (fold, seed, budget, variant) is trained R
+times (runs 0..R-1); run r of every variant of one (fold, seed) gets the same
+`--train_seed`, derived from (fold, seed, r) by `run_train_seed`, and no two
+(fold, seed, r) share one: the pairs are independent draws of training's
+randomness instead of sharing --seed's initialisation across folds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 from i2a_tf.config import (Config, ConfigError, StudyConfig, config_to_dict, field_default,
@@ -70,21 +77,43 @@ QUICK_VARIANTS = ("logreg", "supervised", "full")
 CELL_FLAGS = ("workdir", "test_fold", "seed", "label_fraction", "verbose")
 
 
+def run_train_seed(fold: int, seed: int, run: int) -> int:
+    """The --train_seed of training run `run` of the cells of (fold, seed): a
+    hash, so that seeds of different (fold, seed, run) are unrelated, in
+    [0, 2**31) (a valid Keras and stateless-op seed)."""
+    digest = hashlib.sha256(f"i2a_tf study run/{fold}/{seed}/{run}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 2 ** 31
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
     fold: int
     seed: int
     budget: float
     variant: str
+    # Training run of --study_train_seeds; -1: the one run whose training seed
+    # is --seed (no --study_train_seeds).
+    run: int = -1
 
     @property
     def records_key(self) -> str:
         """The folder of the prepared records this cell shares with its pairs."""
         return f"fold{self.fold}_seed{self.seed}_budget{self.budget:g}"
 
+    @property
+    def run_name(self) -> str:
+        """The cell's folder inside its group: the variant, and its run."""
+        return self.variant if self.run < 0 else f"{self.variant}_run{self.run}"
+
+    @property
+    def train_seed(self) -> int | None:
+        """The --train_seed the study sets, or None (the cell's own flags decide)."""
+        return None if self.run < 0 else run_train_seed(self.fold, self.seed, self.run)
+
     def describe(self) -> str:
+        run = "" if self.run < 0 else f" run {self.run}"
         return (f"fold {self.fold} seed {self.seed} budget {100 * self.budget:g}% "
-                f"{self.variant}")
+                f"{self.variant}{run}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,14 +123,22 @@ class Grid:
     budgets: tuple[float, ...]
     variants: tuple[str, ...]
     variant_flags: dict
+    train_seeds: int = 0
+
+    @property
+    def runs(self) -> tuple[int, ...]:
+        return tuple(range(self.train_seeds)) if self.train_seeds else (-1,)
 
     def cells(self) -> list[Cell]:
         """Every cell, grouped by prepared records (fold, seed, budget), the
-        variants of one group in the given order. Seeds outside folds, so a
-        study stopped early has every fold of its first seeds: paired
-        differences over all speakers, not over a few."""
-        return [Cell(f, s, b, v) for b in self.budgets for s in self.seeds
-                for f in self.folds for v in self.variants]
+        variants of one group in the given order, run by run. Seeds outside
+        folds, so a study stopped early has every fold of its first seeds:
+        paired differences over all speakers, not over a few. The logistic
+        regression has no training randomness: one run whatever R."""
+        return [Cell(f, s, b, v, r if self.variant_flags[v] is not None else -1)
+                for b in self.budgets for s in self.seeds for f in self.folds
+                for r in self.runs for v in self.variants
+                if self.variant_flags[v] is not None or r == self.runs[0]]
 
 
 def study_grid(config: Config) -> Grid:
@@ -119,8 +156,10 @@ def study_grid(config: Config) -> Grid:
     flags = dict(BUILTIN_VARIANTS)
     flags.update(parse_variant_definitions(study.study_variant_flags))
     if study.study_quick:
-        return Grid(folds[:1], study.seeds[:1], (0.1,), QUICK_VARIANTS, flags)
-    return Grid(folds, study.seeds, study.budgets, tuple(study.study_variants), flags)
+        return Grid(folds[:1], study.seeds[:1], (0.1,), QUICK_VARIANTS, flags,
+                    study.study_train_seeds)
+    return Grid(folds, study.seeds, study.budgets, tuple(study.study_variants), flags,
+                study.study_train_seeds)
 
 
 def _flag_text(name: str, value) -> str:

@@ -42,9 +42,11 @@ def _colours(order: Sequence[str]) -> dict[str, tuple]:
     return {variant: cmap(i % 10) for i, variant in enumerate(order)}
 
 
-def plot_uar_vs_budget(rows: Sequence[dict], path: str, order: Sequence[str]) -> None:
-    """Mean test UAR (points) against the labeled budget, one line per variant,
-    error bars ± one std over folds and seeds."""
+def plot_uar_vs_budget(rows: Sequence[dict], path: str, order: Sequence[str],
+                       metric: str = "uar") -> None:
+    """Mean `metric` (points; test UAR unless the study's metric says
+    otherwise) against the labeled budget, one line per variant, error bars ±
+    one std over folds and seeds (each the mean of its training runs)."""
     order = statistics.table_order(order)
     colours = _colours(order)
     budgets = sorted({r["budget"] for r in rows})
@@ -53,8 +55,9 @@ def plot_uar_vs_budget(rows: Sequence[dict], path: str, order: Sequence[str]) ->
     for offset, variant in zip(offsets, order):
         xs, means, stds = [], [], []
         for i, budget in enumerate(budgets):
-            values = [100 * r["uar"] for r in rows
-                      if r["variant"] == variant and r["budget"] == budget]
+            values = [100 * v for (_, _, name), v in
+                      statistics.unit_means(rows, budget, metric).items()
+                      if name == variant]
             if values:
                 xs.append(i + offset)
                 means.append(np.mean(values))
@@ -65,16 +68,18 @@ def plot_uar_vs_budget(rows: Sequence[dict], path: str, order: Sequence[str]) ->
     ax.set_xticks(range(len(budgets)), [f"{100 * b:g} %" for b in budgets])
     ax.set_xlim(-0.5, len(budgets) - 0.5)
     ax.set_xlabel("labeled training clips (budget)")
-    ax.set_ylabel("test UAR (points)")
+    ax.set_ylabel(f"{statistics.METRIC_NAMES[metric]} (points)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     _save(fig, path)
 
 
-def plot_paired_delta(rows: Sequence[dict], path: str, order: Sequence[str]) -> None:
-    """Per budget: each variant's UAR minus supervised-only's on the same
+def plot_paired_delta(rows: Sequence[dict], path: str, order: Sequence[str],
+                      metric: str = "uar") -> None:
+    """Per budget: each variant's `metric` minus supervised-only's on the same
     (fold, seed), one dot per pair (colour = fold, marker = seed), with the
-    mean and its 95 % bootstrap interval."""
+    mean and its 95 % bootstrap interval (the table's: hierarchical when there
+    are several training runs)."""
     others = [v for v in statistics.table_order(order) if v != statistics.BASELINE]
     budgets = sorted({r["budget"] for r in rows})
     fig, axes = plt.subplots(len(budgets), 1, figsize=(max(6.0, 1.3 * len(others) + 2), 4.2 * len(budgets)),
@@ -86,21 +91,23 @@ def plot_paired_delta(rows: Sequence[dict], path: str, order: Sequence[str]) -> 
     seed_marker = {s: markers[i % len(markers)] for i, s in enumerate(seeds)}
     for ax, budget in zip(axes[:, 0], budgets):
         for x, variant in enumerate(others):
-            pairs = statistics.paired_differences(rows, variant, budget)
-            if not pairs:
+            units = statistics.paired_runs(rows, variant, budget, metric=metric)
+            if not units:
                 continue
+            pairs = [(fold, seed, float(np.mean(a) - np.mean(b)))
+                     for fold, seed, a, b in units]
             jitter = np.linspace(-0.25, 0.25, len(pairs)) if len(pairs) > 1 else [0.0]
             for dx, (fold, seed, delta) in zip(jitter, pairs):
                 ax.scatter(x + dx, 100 * delta, color=fold_colour[fold],
                            marker=seed_marker[seed], s=22, alpha=0.85, zorder=3)
             deltas = [d for _, _, d in pairs]
-            low, high = statistics.bootstrap_interval(deltas)
+            low, high = statistics.hierarchical_interval([(a, b) for _, _, a, b in units])
             mean = np.mean(deltas)
             ax.errorbar([x + 0.38], [100 * mean], yerr=[[100 * (mean - low)], [100 * (high - mean)]],
                         color="black", marker="_", markersize=14, capsize=4, zorder=4)
         ax.axhline(0.0, color="grey", lw=1)
         ax.set_xticks(range(len(others)), others, rotation=20, ha="right")
-        ax.set_ylabel("Δ UAR vs supervised (points)")
+        ax.set_ylabel(f"Δ {statistics.METRIC_NAMES[metric]} vs supervised (points)")
         ax.set_title(f"budget {100 * budget:g} %: dots per (fold, seed), black: "
                      "mean and 95 % CI", fontsize=9)
         ax.grid(axis="y", alpha=0.3)

@@ -30,13 +30,30 @@ def cell_row(study, cell: Cell, record: dict) -> dict:
     logs = _history(workdir).get("logs", {})
     pseudo = metrics.get("last_pseudo_label_refresh", {})
     return {"fold": cell.fold, "seed": cell.seed, "budget": cell.budget,
-            "variant": cell.variant, "uar": metrics["uar"], "wa": metrics["wa"],
-            "macro_f1": metrics["macro_f1"],
+            "variant": cell.variant, "run": max(cell.run, 0),
+            "train_seed": _train_seed(study, cell), "uar": metrics["uar"], "wa": metrics["wa"],
+            "macro_f1": metrics["macro_f1"], "val_uar": _last(logs, "val_uar"),
             "pseudo_label_accuracy": float(pseudo.get("pseudo_label_accuracy", np.nan)),
             "pseudo_label_coverage": float(pseudo.get("pseudo_label_coverage", np.nan)),
             "mean_density_weight": _last(logs, "mean_density_weight"),
             "translated_accuracy": _last(logs, "translated_accuracy"),
             "seconds": float(record["seconds"])}
+
+
+def _train_seed(study, cell: Cell) -> int:
+    """The cell's training seed: the study's per-run seed, else the last
+    --train_seed of its variant's flags, else --seed (-1 for logreg)."""
+    flags = study.grid.variant_flags[cell.variant]
+    if flags is None:
+        return -1
+    if cell.train_seed is not None:
+        return cell.train_seed
+    seed = cell.seed
+    for flag in flags:
+        if flag.startswith("--train_seed="):
+            value = int(flag.split("=", 1)[1])
+            seed = value if value >= 0 else cell.seed
+    return seed
 
 
 def _history(workdir: str) -> dict:
@@ -72,7 +89,7 @@ def _translation_cell(study, budget: float) -> Cell | None:
     variant = "full" if "full" in translating else translating[0]
     for fold in grid.folds:
         for seed in grid.seeds:
-            cell = Cell(fold, seed, budget, variant)
+            cell = Cell(fold, seed, budget, variant, grid.runs[0])
             if os.path.exists(os.path.join(study.cell_dir(cell), "translations.npz")):
                 return cell
     return None
@@ -103,17 +120,19 @@ def write_results(study) -> dict:
                                                for c, n in commits.items()),
               f"Written: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
               f"Cells finished: {len(rows)} of {len(cells)}"]
+    metric = study.config.study.study_metric
     markdown = statistics.results_markdown(rows, grid.variants, labels=LABELS,
-                                           header_lines=header)
+                                           header_lines=header, metric=metric)
     with open(out["results_md"], "w", encoding="utf-8") as f:
         f.write(markdown)
     images = []
     if rows:
-        report.plot_uar_vs_budget(rows, out["uar_vs_budget_png"], grid.variants)
-        images.append(("Test UAR against the label budget (mean ± std over folds "
-                       "and seeds)", out["uar_vs_budget_png"]))
+        report.plot_uar_vs_budget(rows, out["uar_vs_budget_png"], grid.variants, metric)
+        images.append((f"{statistics.METRIC_NAMES[metric].capitalize()} against the "
+                       "label budget (mean ± std over folds and seeds)",
+                       out["uar_vs_budget_png"]))
         if any(r["variant"] == "supervised" for r in rows) and len(grid.variants) > 1:
-            report.plot_paired_delta(rows, out["paired_delta_png"], grid.variants)
+            report.plot_paired_delta(rows, out["paired_delta_png"], grid.variants, metric)
             images.append(("Paired difference to supervised-only per fold and seed",
                            out["paired_delta_png"]))
     budget = min(grid.budgets, key=lambda b: abs(b - REPORT_BUDGET))

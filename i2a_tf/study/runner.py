@@ -6,7 +6,8 @@
     fold{F}_seed{S}_budget{B}/
       data/               records prepared once for every variant of this group
       <variant>/          a training run's workdir (metrics.json, history.json,
-                          train.log, cell.json once finished)
+                          train.log, cell.json once finished); with
+                          --study_train_seeds, <variant>_run{r}/ per run
     results.csv  results.md  *.png  translated_<class>.{png,wav}  report.html
 
 Each network cell runs `python -m i2a_tf.main --flagfile=cells.cfg --mode=train
@@ -83,12 +84,15 @@ class Study:
         return os.path.join(self.root, cell.records_key)
 
     def cell_dir(self, cell: Cell) -> str:
-        return os.path.join(self.group_dir(cell), cell.variant)
+        return os.path.join(self.group_dir(cell), cell.run_name)
 
     def cell_flags(self, cell: Cell) -> list[str]:
         """The flags that make `cell` out of the shared flagfile."""
-        return [f"--test_fold={cell.fold}", f"--seed={cell.seed}",
-                f"--label_fraction={cell.budget:g}"]
+        flags = [f"--test_fold={cell.fold}", f"--seed={cell.seed}",
+                 f"--label_fraction={cell.budget:g}"]
+        if cell.train_seed is not None and self.grid.variant_flags[cell.variant] is not None:
+            flags.append(f"--train_seed={cell.train_seed}")
+        return flags
 
     def train_command(self, cell: Cell) -> list[str]:
         verbose = 1 if self.on_terminal else 2
@@ -133,6 +137,7 @@ class Study:
         record = {"shared_flags": self.shared,
                   "grid": {"folds": grid.folds, "seeds": grid.seeds,
                            "budgets": grid.budgets, "variants": grid.variants,
+                  "train_seeds": grid.train_seeds,
                            "variant_flags": {v: grid.variant_flags[v]
                                              for v in grid.variants}}}
         with open(path, "w", encoding="utf-8") as f:
@@ -181,7 +186,8 @@ class Study:
             code = _run_logged(self.train_command(cell),
                                os.path.join(workdir, "train.log"), self.on_terminal)
         record = {"fold": cell.fold, "seed": cell.seed, "budget": cell.budget,
-                  "variant": cell.variant, "flags": self._recorded_flags(cell),
+                  "variant": cell.variant, "run": cell.run,
+                  "flags": self._recorded_flags(cell),
                   "command": (self.train_command(cell)[1:]
                               if self.grid.variant_flags[cell.variant] is not None
                               else None),
@@ -248,9 +254,11 @@ def run_study(config: Config) -> dict:
         if record is not None:
             seconds_by_variant.setdefault(cell.variant, []).append(record["seconds"])
     total = len(cells)
+    runs = (f" x {study.grid.train_seeds} training runs" if study.grid.train_seeds
+            else "")
     print(f"study {study.root}: {total} cells ({len(study.grid.folds)} folds x "
           f"{len(study.grid.seeds)} seeds x {len(study.grid.budgets)} budgets x "
-          f"{len(study.grid.variants)} variants), {total - len(pending)} already "
+          f"{len(study.grid.variants)} variants{runs}), {total - len(pending)} already "
           "finished", flush=True)
     failed: list[tuple[Cell, str]] = []
     started = time.time()
@@ -286,7 +294,7 @@ def run_study(config: Config) -> dict:
                     with open(os.path.join(study.cell_dir(cell), "metrics.json"),
                               encoding="utf-8") as f:
                         outcome = f"UAR {100 * json.load(f)['uar']:5.1f}"
-                print(f"[{finished:>{len(str(total))}}/{total}] {cell.describe():48s} "
+                print(f"[{finished:>{len(str(total))}}/{total}] {cell.describe():54s} "
                       f"{outcome}  ({record['seconds']:.0f} s)  elapsed "
                       f"{_clock(time.time() - started)}, left ~"
                       f"{_estimate_left(left, seconds_by_variant, study.workers)}",

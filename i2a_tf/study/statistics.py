@@ -7,9 +7,17 @@ both, Δ = UAR(variant) - UAR(supervised). Folds move UAR by ~25 points and
 seeds by ~10, so the unpaired means of two variants say little; the paired
 differences remove what the two runs share.
 
-  - mean ± std: over the cells of one (budget, variant), std with ddof=1;
+  - mean ± std: over the (fold, seed) units of one (budget, variant), std
+    with ddof=1; a unit's value is the mean of its training runs (one run
+    unless --study_train_seeds);
   - 95 % interval of the mean Δ: percentile bootstrap over the pairs (10,000
-    resamples with replacement, seeded, so the table is reproducible);
+    resamples with replacement, seeded, so the table is reproducible); with
+    several training runs per unit it is hierarchical: each resample draws
+    units, then each side's runs within a unit, so the interval includes the
+    training-seed spread of both sides;
+  - noise floor (two or more runs of supervised per unit): Δ of supervised's
+    run 1 against its run 0, what a change that does nothing reads from one
+    run per side, and the training-seed sd of one unit;
   - wins / ties / losses: pairs with Δ above +TIE_POINTS, within ±TIE_POINTS,
     below -TIE_POINTS (UAR points).
 
@@ -25,10 +33,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-RESULT_COLUMNS = ("fold", "seed", "budget", "variant", "uar", "wa", "macro_f1",
+RESULT_COLUMNS = ("fold", "seed", "budget", "variant", "run", "train_seed", "uar",
+                  "val_uar", "wa", "macro_f1",
                   "pseudo_label_accuracy", "pseudo_label_coverage",
                   "mean_density_weight", "translated_accuracy", "seconds")
 BASELINE = "supervised"
+# What a study compares (--study_metric): the test speakers' UAR, or the
+# validation speakers' UAR at the last epoch (development: choices made on it
+# never see the test speakers).
+METRIC_NAMES = {"uar": "test UAR", "val_uar": "validation UAR (last epoch)"}
 TIE_POINTS = 0.5
 BOOTSTRAP_RESAMPLES = 10_000
 CONFIDENCE = 0.95
@@ -52,7 +65,7 @@ def _csv_value(value):
 
 def read_results_csv(path: str) -> list[dict]:
     """The rows `write_results_csv` wrote (numbers back as int/float, empty as NaN)."""
-    integers = {"fold", "seed"}
+    integers = {"fold", "seed", "run", "train_seed"}
     with open(path, encoding="utf-8", newline="") as f:
         rows = []
         for raw in csv.DictReader(f):
@@ -61,25 +74,106 @@ def read_results_csv(path: str) -> list[dict]:
                 if key == "variant":
                     row[key] = value
                 elif key in integers:
-                    row[key] = int(value)
+                    if value != "":  # run / train_seed: absent from older tables
+                        row[key] = int(value)
                 else:
                     row[key] = float(value) if value != "" else float("nan")
+            row.setdefault("run", 0)  # written before training runs were a column
+            row.setdefault("train_seed", -1)
             rows.append(row)
     return rows
+
+
+def unit_values(rows: Iterable[dict], budget: float, metric: str = "uar"
+                ) -> dict[tuple[int, int], dict[str, list[float]]]:
+    """{(fold, seed): {variant: [metric of each training run, by run]}} at
+    `budget`."""
+    runs: dict[tuple[int, int], dict[str, list[tuple[int, float]]]] = {}
+    for row in rows:
+        if row["budget"] == budget:
+            runs.setdefault((row["fold"], row["seed"]), {}).setdefault(
+                row["variant"], []).append((row.get("run", 0), row[metric]))
+    return {key: {variant: [v for _, v in sorted(values)]
+                  for variant, values in by_variant.items()}
+            for key, by_variant in runs.items()}
+
+
+def unit_means(rows: Iterable[dict], budget: float, metric: str = "uar"
+               ) -> dict[tuple[int, int, str], float]:
+    """{(fold, seed, variant): mean of metric over the unit's training runs}."""
+    return {(fold, seed, variant): float(np.mean(values))
+            for (fold, seed), by_variant in unit_values(rows, budget, metric).items()
+            for variant, values in by_variant.items()}
+
+
+def paired_runs(rows: Iterable[dict], variant: str, budget: float,
+                baseline: str = BASELINE, metric: str = "uar"
+                ) -> list[tuple[int, int, list[float], list[float]]]:
+    """[(fold, seed, variant's runs, baseline's runs)] at `budget`, for every
+    (fold, seed) where both have finished runs, sorted by (fold, seed)."""
+    return [(fold, seed, values[variant], values[baseline])
+            for (fold, seed), values in sorted(unit_values(rows, budget, metric).items())
+            if variant in values and baseline in values]
 
 
 def paired_differences(rows: Iterable[dict], variant: str, budget: float,
                        baseline: str = BASELINE, metric: str = "uar"
                        ) -> list[tuple[int, int, float]]:
     """[(fold, seed, metric(variant) - metric(baseline))] at `budget`, for every
-    (fold, seed) where both cells finished, sorted by (fold, seed)."""
-    by_key: dict[tuple[int, int], dict[str, float]] = {}
-    for row in rows:
-        if row["budget"] == budget and row["variant"] in (variant, baseline):
-            by_key.setdefault((row["fold"], row["seed"]), {})[row["variant"]] = row[metric]
-    return [(fold, seed, values[variant] - values[baseline])
-            for (fold, seed), values in sorted(by_key.items())
-            if variant in values and baseline in values]
+    (fold, seed) where both cells finished, sorted by (fold, seed); each side
+    is the mean of its training runs."""
+    return [(fold, seed, float(np.mean(mine) - np.mean(theirs)))
+            for fold, seed, mine, theirs in paired_runs(rows, variant, budget,
+                                                         baseline, metric)]
+
+
+def hierarchical_interval(units: Sequence[tuple[Sequence[float], Sequence[float]]],
+                          confidence: float = CONFIDENCE,
+                          resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+                          ) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean paired difference when each
+    unit (fold, seed) holds several training runs per side: `units` is
+    [(variant's runs, baseline's runs)]. Each resample draws the units with
+    replacement and, within each drawn unit, each side's runs with
+    replacement; a unit's Δ is the mean of its drawn variant runs minus the
+    mean of its drawn baseline runs. With one run per side everywhere this is
+    `bootstrap_interval` of the Δs (the same numbers)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if all(len(a) == 1 and len(b) == 1 for a, b in units):
+        return bootstrap_interval([a[0] - b[0] for a, b in units], confidence,
+                                  resamples, seed)
+    rng = np.random.default_rng(seed)
+
+    def resampled_means(values):
+        values = np.asarray(values, np.float64)
+        return values[rng.integers(0, values.size, (resamples, values.size))].mean(1)
+
+    deltas = np.stack([resampled_means(a) - resampled_means(b) for a, b in units])
+    picks = rng.integers(0, len(units), size=(resamples, len(units)))
+    means = deltas[picks, np.arange(resamples)[:, None]].mean(axis=1)
+    low, high = np.quantile(means, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    return float(low), float(high)
+
+
+def noise_floor(rows: Iterable[dict], budget: float, baseline: str = BASELINE,
+                metric: str = "uar") -> dict | None:
+    """What reseeding reads, from the baseline's own runs at `budget`: over
+    the units with >= 2 runs, Δ = run 1 - run 0 (mean, bootstrap interval,
+    W/T/L, count beyond ±3 points) and the training-seed sd of one unit (mean
+    over units of the sd of its runs, ddof=1). None with fewer than 2 such
+    units."""
+    units = [values[baseline] for values in unit_values(rows, budget, metric).values()
+             if len(values.get(baseline, [])) >= 2]
+    if len(units) < 2:
+        return None
+    deltas = [runs[1] - runs[0] for runs in units]
+    low, high = bootstrap_interval(deltas)
+    wins, ties, losses = wins_ties_losses(deltas)
+    return {"pairs": len(deltas), "delta": float(np.mean(deltas)), "delta_low": low,
+            "delta_high": high, "wins": wins, "ties": ties, "losses": losses,
+            "beyond_3": int(np.sum(np.abs(100.0 * np.asarray(deltas)) > 3.0)),
+            "run_sd": float(np.mean([np.std(r, ddof=1) for r in units]))}
 
 
 def bootstrap_interval(values: Sequence[float], confidence: float = CONFIDENCE,
@@ -131,28 +225,39 @@ def table_order(variants: Sequence[str]) -> list[str]:
     return first + [v for v in variants if v not in first]
 
 
-def summary(rows: Sequence[dict], variants: Sequence[str]) -> list[dict]:
-    """Per budget (ascending) and variant (`table_order`): n, means, and the
-    paired comparison with supervised (absent for supervised itself)."""
+def summary(rows: Sequence[dict], variants: Sequence[str], metric: str = "uar"
+            ) -> list[dict]:
+    """Per budget (ascending) and variant (`table_order`): n (cells, i.e.
+    training runs), units, means over units, and the paired comparison of
+    `metric` with supervised (absent for supervised itself). entry["uar"] is
+    `metric` (test UAR by default)."""
     out = []
     budgets = sorted({row["budget"] for row in rows})
+    keys = ("uar", "wa", "macro_f1", "pseudo_label_accuracy", "pseudo_label_coverage",
+            "mean_density_weight", "translated_accuracy", "seconds")
     for budget in budgets:
+        means = {key: unit_means(rows, budget, metric if key == "uar" else key)
+                 for key in keys}
         for variant in table_order(variants):
             cells = [r for r in rows if r["budget"] == budget and r["variant"] == variant]
             if not cells:
                 continue
-            entry = {"budget": budget, "variant": variant, "n": len(cells)}
-            for key in ("uar", "wa", "macro_f1", "pseudo_label_accuracy",
-                        "pseudo_label_coverage", "mean_density_weight",
-                        "translated_accuracy", "seconds"):
-                entry[key], entry[key + "_std"] = _mean_std([r[key] for r in cells])
+            entry = {"budget": budget, "variant": variant, "n": len(cells),
+                     "units": len({(r["fold"], r["seed"]) for r in cells})}
+            for key in keys:
+                entry[key], entry[key + "_std"] = _mean_std(
+                    [v for (_, _, name), v in means[key].items() if name == variant])
             if variant != BASELINE:
-                pairs = paired_differences(rows, variant, budget)
-                deltas = [d for _, _, d in pairs]
+                units = paired_runs(rows, variant, budget, metric=metric)
+                deltas = [float(np.mean(a) - np.mean(b)) for _, _, a, b in units]
                 entry["pairs"] = len(deltas)
                 entry["delta"] = float(np.mean(deltas)) if deltas else float("nan")
-                entry["delta_low"], entry["delta_high"] = bootstrap_interval(deltas)
+                entry["delta_low"], entry["delta_high"] = (
+                    hierarchical_interval([(a, b) for _, _, a, b in units])
+                    if units else (float("nan"), float("nan")))
                 entry["wins"], entry["ties"], entry["losses"] = wins_ties_losses(deltas)
+            else:
+                entry["noise_floor"] = noise_floor(rows, budget, metric=metric)
             out.append(entry)
     return out
 
@@ -178,7 +283,7 @@ def _plain(value: float) -> str:
 
 def results_markdown(rows: Sequence[dict], variants: Sequence[str],
                      labels: dict[str, str] | None = None,
-                     header_lines: Sequence[str] = ()) -> str:
+                     header_lines: Sequence[str] = (), metric: str = "uar") -> str:
     """results.md: per budget, one row per variant (supervised first, logreg
     second): UAR mean ± std, the paired Δ to supervised with its 95 %
     bootstrap interval and W/T/L, then WA, macro-F1 and the diagnostics; then
@@ -194,9 +299,24 @@ def results_markdown(rows: Sequence[dict], variants: Sequence[str],
               "and coverage of the unlabeled clips at the last refresh; w̄: mean "
               "density weight of the translated samples and translated accuracy "
               "(C on G's output), both from the last epoch.", ""]
+    if metric != "uar":
+        lines += [f"**Compared by {METRIC_NAMES[metric]}** (--study_metric={metric}): "
+                  "the UAR column and every Δ are on the validation speakers, "
+                  "which are neither trained on nor the test speakers; WA and "
+                  "macro-F1 are still the test speakers'.", ""]
+    if any(row.get("run", 0) > 0 for row in rows):
+        lines += ["Several training runs per (fold, seed) (--study_train_seeds), "
+                  "each with its own --train_seed, shared by the variants of that "
+                  "(fold, seed) and by no other: n counts runs, a (fold, seed)'s "
+                  "value is the mean of its runs, mean ± std are over (fold, seed), "
+                  "and the interval is a hierarchical bootstrap (folds × seeds, "
+                  "then each side's runs within them), so it includes the "
+                  "training-seed spread. The noise floor under each table is "
+                  "supervised-only's run 1 against its run 0: what a change that "
+                  "does nothing reads, one run per side.", ""]
     if not rows:
         return "\n".join(lines + ["No cell has finished yet.", ""])
-    entries = summary(rows, variants)
+    entries = summary(rows, variants, metric)
     for budget in sorted({e["budget"] for e in entries}):
         lines += [f"## Budget {100 * budget:g} % labeled", "",
                   "| variant | n | UAR | Δ vs supervised [95 % CI] | W/T/L | WA | "
@@ -220,19 +340,28 @@ def results_markdown(rows: Sequence[dict], variants: Sequence[str],
                 f"{_points(e['pseudo_label_coverage'], 0)} | "
                 f"{_plain(e['mean_density_weight'])} | "
                 f"{_points(e['translated_accuracy'], 0)} | {e['seconds']:.0f} |")
+        for e in entries:
+            floor = e.get("noise_floor") if e["budget"] == budget else None
+            if floor:
+                notes.append(
+                    f"- **Noise floor** (supervised-only, run 1 - run 0, over "
+                    f"{floor['pairs']} pairs): {100 * floor['delta']:+.1f} "
+                    f"[{100 * floor['delta_low']:+.1f}, {100 * floor['delta_high']:+.1f}], "
+                    f"W/T/L {floor['wins']}/{floor['ties']}/{floor['losses']}, "
+                    f"{floor['beyond_3']} pairs beyond ±3 points; training-seed sd "
+                    f"of one (fold, seed): {100 * floor['run_sd']:.1f} points.")
         lines += [""] + notes + [""]
-        lines += _per_pair_table(rows, variants, budget, labels)
+        lines += _per_pair_table(rows, variants, budget, labels, metric)
     return "\n".join(lines)
 
 
-def _per_pair_table(rows, variants, budget, labels) -> list[str]:
+def _per_pair_table(rows, variants, budget, labels, metric="uar") -> list[str]:
     """UAR of supervised and Δ of every other variant per (fold, seed)."""
     order = table_order(variants)
     if BASELINE not in order:
         return []
     others = [v for v in order if v != BASELINE]
-    uar = {(r["fold"], r["seed"], r["variant"]): r["uar"] for r in rows
-           if r["budget"] == budget}
+    uar = unit_means(rows, budget, metric)
     keys = sorted({(f, s) for f, s, v in uar if v == BASELINE})
     lines = [f"### Per fold and seed (budget {100 * budget:g} %): supervised UAR, "
              "the others as Δ", "",

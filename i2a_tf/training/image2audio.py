@@ -121,7 +121,8 @@ class Image2Audio(keras.Model):
         def classifier_like(name):
             return build_classifier(
                 num_classes, f.num_mels, f.num_frames, width=m.classifier_width,
-                embedding_dim=m.embedding_dim, dropout=m.dropout, name=name)
+                embedding_dim=m.embedding_dim, dropout=m.dropout,
+                statistics=m.classifier_statistics, name=name)
 
         self.classifier = classifier_like("classifier")
         # φ and C in one forward pass (shared layers).
