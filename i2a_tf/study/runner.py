@@ -211,6 +211,20 @@ class Study:
         return 0
 
 
+def _outcome(study: Study, cell: Cell) -> str:
+    """The finished cell's figure on the study's metric, for its progress
+    line (a development study never shows the test speakers' UAR)."""
+    if study.config.study.study_metric == "val_uar":
+        path = os.path.join(study.cell_dir(cell), "history.json")
+        values = []
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f).get("logs", {}).get("val_uar") or []
+        return f"val UAR {100 * values[-1]:5.1f}" if values else "val UAR –"
+    with open(os.path.join(study.cell_dir(cell), "metrics.json"), encoding="utf-8") as f:
+        return f"UAR {100 * json.load(f)['uar']:5.1f}"
+
+
 def _code_commit() -> str:
     from i2a_tf.study.results import code_commit
     return code_commit()
@@ -291,9 +305,7 @@ def run_study(config: Config) -> dict:
                 else:
                     seconds_by_variant.setdefault(cell.variant, []).append(
                         record["seconds"])
-                    with open(os.path.join(study.cell_dir(cell), "metrics.json"),
-                              encoding="utf-8") as f:
-                        outcome = f"UAR {100 * json.load(f)['uar']:5.1f}"
+                    outcome = _outcome(study, cell)
                 print(f"[{finished:>{len(str(total))}}/{total}] {cell.describe():54s} "
                       f"{outcome}  ({record['seconds']:.0f} s)  elapsed "
                       f"{_clock(time.time() - started)}, left ~"
