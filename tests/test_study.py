@@ -223,10 +223,15 @@ def test_training_runs_get_their_own_seeds_and_are_averaged(study):
     root = os.path.join(workdir, "study_runs")
     flags = [f if not f.startswith("--study_variants=") else
              "--study_variants=logreg,supervised" for f in STUDY]
+    # Compared on a validation speaker (development): the progress lines and
+    # the tables show its UAR, never the test speakers'.
     result = run_main(*flags, f"--workdir={workdir}", f"--study_dir={root}",
-                      "--study_train_seeds=2", timeout=900)
+                      "--study_train_seeds=2", "--val_speaker_fraction=0.25",
+                      "--study_metric=val_uar", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 cells" in result.stdout and "x 2 training runs" in result.stdout
+    progress = [line for line in result.stdout.splitlines() if "supervised run" in line]
+    assert len(progress) == 2 and all("val UAR" in line for line in progress), progress
     seeds = []
     for run in (0, 1):
         record = json.load(open(os.path.join(_cell(root, f"supervised_run{run}"),
@@ -242,6 +247,12 @@ def test_training_runs_get_their_own_seeds_and_are_averaged(study):
          ("supervised", "1", str(seeds[1]))])
     markdown = open(os.path.join(root, "results.md"), encoding="utf-8").read()
     assert "Several training runs per (fold, seed)" in markdown
+    assert "Compared by validation UAR (last epoch)" in markdown
+    val = [json.load(open(os.path.join(_cell(root, f"supervised_run{r}"),
+                                        "history.json")))["logs"]["val_uar"][-1]
+           for r in (0, 1)]
+    assert sorted(float(r["val_uar"]) for r in rows if r["variant"] == "supervised") == \
+        pytest.approx(sorted(val), abs=1e-6)
 
 
 def test_training_runs_are_refused_with_a_variant_that_fixes_the_seed():
