@@ -248,6 +248,9 @@ def test_training_runs_get_their_own_seeds_and_are_averaged(study):
     markdown = open(os.path.join(root, "results.md"), encoding="utf-8").read()
     assert "Several training runs per (fold, seed)" in markdown
     assert "Compared by validation UAR (last epoch)" in markdown
+    supervised_row = next(line for line in markdown.splitlines()
+                          if line.startswith("| supervised only"))
+    assert supervised_row.split(" | ")[5:7] == ["–", "–"]  # no test WA / macro-F1
     val = [json.load(open(os.path.join(_cell(root, f"supervised_run{r}"),
                                         "history.json")))["logs"]["val_uar"][-1]
            for r in (0, 1)]

@@ -303,7 +303,7 @@ def results_markdown(rows: Sequence[dict], variants: Sequence[str],
         lines += [f"**Compared by {METRIC_NAMES[metric]}** (--study_metric={metric}): "
                   "the UAR column and every Δ are on the validation speakers, "
                   "which are neither trained on nor the test speakers; WA and "
-                  "macro-F1 are still the test speakers'.", ""]
+                  "macro-F1, test-speaker figures, are not shown.", ""]
     if any(row.get("run", 0) > 0 for row in rows):
         lines += ["Several training runs per (fold, seed) (--study_train_seeds), "
                   "each with its own --train_seed, shared by the variants of that "
@@ -317,6 +317,7 @@ def results_markdown(rows: Sequence[dict], variants: Sequence[str],
     if not rows:
         return "\n".join(lines + ["No cell has finished yet.", ""])
     entries = summary(rows, variants, metric)
+    test_shown, nan = metric == "uar", float("nan")
     for budget in sorted({e["budget"] for e in entries}):
         lines += [f"## Budget {100 * budget:g} % labeled", "",
                   "| variant | n | UAR | Δ vs supervised [95 % CI] | W/T/L | WA | "
@@ -335,7 +336,8 @@ def results_markdown(rows: Sequence[dict], variants: Sequence[str],
                              f"{verdict(e)}.")
             lines.append(
                 f"| {name} | {e['n']} | {_points(e['uar'])} ± {_points(e['uar_std'])} | "
-                f"{delta} | {wtl} | {_points(e['wa'])} | {_points(e['macro_f1'])} | "
+                f"{delta} | {wtl} | {_points(e['wa'] if test_shown else nan)} | "
+                f"{_points(e['macro_f1'] if test_shown else nan)} | "
                 f"{_points(e['pseudo_label_accuracy'], 0)} | "
                 f"{_points(e['pseudo_label_coverage'], 0)} | "
                 f"{_plain(e['mean_density_weight'])} | "
