@@ -15,7 +15,7 @@ NAN = float("nan")
 
 def _row(fold, seed, variant, uar, budget=0.1, **extra):
     row = {"fold": fold, "seed": seed, "budget": budget, "variant": variant,
-           "run": 0, "train_seed": seed, "uar": uar, "wa": uar + 0.01, "macro_f1": uar - 0.01,
+           "run": 0, "train_seed": seed, "uar": uar, "val_uar": NAN, "wa": uar + 0.01, "macro_f1": uar - 0.01,
            "pseudo_label_accuracy": NAN, "pseudo_label_coverage": NAN,
            "mean_density_weight": NAN, "translated_accuracy": NAN, "seconds": 10.0}
     row.update(extra)
