@@ -119,13 +119,17 @@ def plot_paired_delta(rows: Sequence[dict], path: str, order: Sequence[str],
     _save(fig, path)
 
 
-def plot_training_curves(histories: dict[str, list[dict]], path: str) -> None:
+def plot_training_curves(histories: dict[str, list[dict]], path: str,
+                         metric: str = "uar") -> None:
     """Per variant, the mean over its runs (folds, seeds) of each of CURVES
     per epoch, from the runs' history.json. A variant without a curve (e.g.
     supervised has no translations) is left out of that panel."""
     fig, axes = plt.subplots(3, 3, figsize=(15, 10))
     colours = _colours(statistics.table_order(list(histories)))
-    for ax, (key, title) in zip(axes.ravel(), CURVES):
+    curves = CURVES if metric == "uar" else tuple(
+        ("val_uar", "validation UAR (saved weights)") if key == "test_uar"
+        else (key, title) for key, title in CURVES)  # development: no test curve
+    for ax, (key, title) in zip(axes.ravel(), curves):
         drawn = False
         for variant, runs in histories.items():
             series: dict[int, list[float]] = {}

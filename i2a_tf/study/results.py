@@ -143,7 +143,7 @@ def write_results(study) -> dict:
             if history:
                 histories.setdefault(cell.variant, []).append(history)
     if histories:
-        report.plot_training_curves(histories, out["training_curves_png"])
+        report.plot_training_curves(histories, out["training_curves_png"], metric)
         images.append((f"Training curves at budget {100 * budget:g} % (mean over "
                        "folds and seeds)", out["training_curves_png"]))
     audio = []
