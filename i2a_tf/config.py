@@ -840,11 +840,13 @@ class StudyConfig:
                     raise _bad("study_variant_flags", self.study_variant_flags,
                                f"variant '{name}' sets --train_seed, which "
                                "--study_train_seeds sets per run")
-            if "supervised_reseeded" in self.study_variants:
+            if "supervised_reseeded" in self.study_variants and (
+                    "supervised_reseeded" not in defined):
                 raise _bad("study_variants", self.study_variants,
                            "'supervised_reseeded' fixes one --train_seed for every "
-                           "cell; with --study_train_seeds >= 2 the noise floor "
-                           "comes from supervised's own runs")
+                           "cell, which --study_train_seeds sets per run; with "
+                           "--study_train_seeds >= 2 the noise floor comes from "
+                           "supervised's own runs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -875,6 +877,10 @@ class Config:
         self.export.validate()
         self.study.validate()
         self._check_consistency_reachable()
+        if self.study.study_train_seeds and self.train.train_seed >= 0:
+            raise _bad("train_seed", self.train.train_seed,
+                       f"--study_train_seeds={self.study.study_train_seeds} sets "
+                       "each run's training seed; leave --train_seed at -1")
         if (self.study.study_metric == "val_uar" and not self.data.val_speakers
                 and self.data.val_speaker_fraction == 0):
             raise _bad("study_metric", self.study.study_metric,

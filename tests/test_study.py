@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -230,8 +231,9 @@ def test_training_runs_get_their_own_seeds_and_are_averaged(study):
                       "--study_metric=val_uar", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 cells" in result.stdout and "x 2 training runs" in result.stdout
-    progress = [line for line in result.stdout.splitlines() if "supervised run" in line]
-    assert len(progress) == 2 and all("val UAR" in line for line in progress), progress
+    progress = [line for line in result.stdout.splitlines() if "budget 50%" in line]
+    assert len(progress) == 3 and all("val UAR" in line for line in progress), progress
+    assert not any(re.search(r"(?<!val) UAR", line) for line in progress), progress
     seeds = []
     for run in (0, 1):
         record = json.load(open(os.path.join(_cell(root, f"supervised_run{run}"),
@@ -256,6 +258,11 @@ def test_training_runs_get_their_own_seeds_and_are_averaged(study):
            for r in (0, 1)]
     assert sorted(float(r["val_uar"]) for r in rows if r["variant"] == "supervised") == \
         pytest.approx(sorted(val), abs=1e-6)
+    # The logistic regression scores the validation speaker too.
+    logreg = json.load(open(os.path.join(_cell(root, "logreg"), "metrics.json")))
+    assert 0.0 <= logreg["val_uar"] <= 1.0
+    assert float(next(r for r in rows if r["variant"] == "logreg")["val_uar"]) == \
+        pytest.approx(logreg["val_uar"], abs=1e-6)
 
 
 def test_training_runs_are_refused_with_a_variant_that_fixes_the_seed():
@@ -268,6 +275,8 @@ def test_training_runs_are_refused_with_a_variant_that_fixes_the_seed():
                                      "study_train_seeds": 1})
     with pytest.raises(config_lib.ConfigError, match="--study_train_seeds=-1"):
         config_lib.config_from_flat({"study_train_seeds": -1})
+    with pytest.raises(config_lib.ConfigError, match="--train_seed=5: --study_train_seeds=2"):
+        config_lib.config_from_flat({"study_train_seeds": 2, "train_seed": 5})
 
 
 def test_run_seeds_differ_between_folds_seeds_and_runs_and_variants_share_them():

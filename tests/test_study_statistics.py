@@ -179,41 +179,32 @@ def test_training_runs_are_averaged_per_fold_and_seed():
     assert "| 0 | 0 | 45.0 | +13.0 |" in markdown  # per-pair table: run means
 
 
-def test_hierarchical_interval_is_the_plain_bootstrap_with_one_run_each():
-    units = [([0.5], [0.4]), ([0.3], [0.35]), ([0.6], [0.45]), ([0.2], [0.25])]
-    np.testing.assert_allclose(statistics.hierarchical_interval(units),
-                               statistics.bootstrap_interval([0.1, -0.05, 0.15, -0.05]))
+def test_interval_with_runs_resamples_the_pairs_of_run_means():
+    """With independent training seeds per (fold, seed), the pairs of run
+    means are independent: the interval is the bootstrap of those Δs (the
+    runs are not resampled again: their spread is already in the Δs)."""
+    rows = _runs({(0, "supervised"): [0.50, 0.40], (0, "full"): [0.60, 0.56],
+                  (1, "supervised"): [0.30, 0.50], (1, "full"): [0.38, 0.52],
+                  (2, "supervised"): [0.45, 0.47], (2, "full"): [0.40, 0.44]})
+    entry = statistics.summary(rows, ["supervised", "full"])[1]
+    deltas = [0.58 - 0.45, 0.45 - 0.40, 0.42 - 0.46]
+    np.testing.assert_allclose(entry["delta"], np.mean(deltas))
+    np.testing.assert_allclose((entry["delta_low"], entry["delta_high"]),
+                               statistics.bootstrap_interval(deltas))
 
 
-def _hierarchical_reference(units, resamples, seed, confidence=0.95):
-    """The same draws, one loop iteration at a time."""
-    rng = np.random.default_rng(seed)
-    per_unit = []
-    for mine, theirs in units:
-        draws = []
-        for values in (mine, theirs):
-            values = np.asarray(values)
-            picks = rng.integers(0, values.size, (resamples, values.size))
-            draws.append([values[picks[k]].mean() for k in range(resamples)])
-        per_unit.append(np.subtract(*draws))
-    picks = rng.integers(0, len(units), size=(resamples, len(units)))
-    means = [np.mean([per_unit[u][k] for u in picks[k]]) for k in range(resamples)]
-    return tuple(np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2]))
-
-
-def test_hierarchical_interval_matches_a_loop_and_widens_with_run_spread():
-    tight = [([0.50, 0.51], [0.40, 0.41]), ([0.30, 0.31], [0.35, 0.34]),
-             ([0.62, 0.60], [0.45, 0.46])]
-    wide = [([0.40, 0.61], [0.30, 0.51]), ([0.20, 0.41], [0.45, 0.24]),
-            ([0.72, 0.50], [0.55, 0.36])]  # same unit means, spread ~0.1
-    got = statistics.hierarchical_interval(wide, resamples=500, seed=3)
-    np.testing.assert_allclose(got, _hierarchical_reference(wide, 500, 3))
-    low_t, high_t = statistics.hierarchical_interval(tight)
-    low_w, high_w = statistics.hierarchical_interval(wide)
-    assert low_w < low_t < high_t < high_w
-    # Runs identical within every unit: only the units vary.
-    flat = [([0.5, 0.5], [0.4, 0.4]), ([0.5, 0.5], [0.4, 0.4])]
-    np.testing.assert_allclose(statistics.hierarchical_interval(flat), (0.1, 0.1))
+def test_a_metric_a_variant_lacks_is_left_out_of_the_pairs():
+    """logreg before it scored validation speakers had no val_uar (NaN): no
+    pair, not a tie."""
+    rows = [_row(f, 0, v, 0.5, val_uar=(NAN if v == "logreg" else 0.4 + 0.01 * f))
+            for f in range(3) for v in ("supervised", "logreg", "full")]
+    assert statistics.paired_differences(rows, "logreg", 0.1, metric="val_uar") == []
+    entries = {e["variant"]: e for e in statistics.summary(
+        rows, ["supervised", "logreg", "full"], metric="val_uar")}
+    assert entries["logreg"]["pairs"] == 0
+    assert statistics.verdict(entries["logreg"]) == "too few pairs to say"
+    assert entries["full"]["pairs"] == 3
+    np.testing.assert_allclose(entries["supervised"]["uar"], 0.41)
 
 
 def test_noise_floor_from_the_baselines_own_runs():
@@ -224,7 +215,8 @@ def test_noise_floor_from_the_baselines_own_runs():
     np.testing.assert_allclose(floor["delta"], (0.1 + 0.0 - 0.2) / 3)
     assert (floor["wins"], floor["ties"], floor["losses"]) == (1, 1, 1)
     assert floor["beyond_3"] == 2
-    np.testing.assert_allclose(floor["run_sd"], (0.1 + 0.0 + 0.2) / 3 / np.sqrt(2))
+    # Variances of the runs (ddof=1): 0.005, 0, 0.02.
+    np.testing.assert_allclose(floor["run_sd"], np.sqrt((0.005 + 0.0 + 0.02) / 3))
     markdown = statistics.results_markdown(rows, ["supervised"])
     assert "**Noise floor** (supervised-only, run 1 - run 0, over 3 pairs): -3.3" in markdown
     assert statistics.noise_floor(ROWS, 0.1) is None  # one run each

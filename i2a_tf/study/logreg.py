@@ -61,17 +61,24 @@ def _split_features(data: DatasetInfo, split: str, config: FrontEndConfig
 
 def logreg_metrics(config: Config) -> dict:
     """Fits on `<workdir>/data`'s train_labeled clips and scores the test
-    clips: `classification_metrics` (uar, wa, macro_f1, ...)."""
+    clips: `classification_metrics` (uar, wa, macro_f1, ...), plus `val_uar`
+    on the validation clips when there are any (a development study compares
+    on it)."""
     data = DatasetInfo(config)
     for split in ("train_labeled", "test"):
         if not data.num_examples(split):
             raise ConfigError(f"--workdir={config.workdir}: the {split} split of "
                               f"{data.data_dir} is empty")
     train_x, train_y = _split_features(data, "train_labeled", config.frontend)
-    test_x, test_y = _split_features(data, "test", config.frontend)
-    if len(np.unique(train_y)) < 2:
-        # One labeled class: every clip is that class (what the fit would say).
-        predicted = np.full(len(test_y), train_y[0])
-    else:
-        predicted = fit_predict(train_x, train_y, test_x)
-    return classification_metrics(test_y, predicted, data.classes)
+
+    def predict(split):
+        features, labels = _split_features(data, split, config.frontend)
+        if len(np.unique(train_y)) < 2:
+            # One labeled class: every clip is that class (what the fit would say).
+            return labels, np.full(len(labels), train_y[0])
+        return labels, fit_predict(train_x, train_y, features)
+
+    metrics = classification_metrics(*predict("test"), data.classes)
+    if data.num_examples("val"):
+        metrics["val_uar"] = classification_metrics(*predict("val"), data.classes)["uar"]
+    return metrics

@@ -78,8 +78,7 @@ def plot_paired_delta(rows: Sequence[dict], path: str, order: Sequence[str],
                       metric: str = "uar") -> None:
     """Per budget: each variant's `metric` minus supervised-only's on the same
     (fold, seed), one dot per pair (colour = fold, marker = seed), with the
-    mean and its 95 % bootstrap interval (the table's: hierarchical when there
-    are several training runs)."""
+    mean and its 95 % bootstrap interval (the table's)."""
     others = [v for v in statistics.table_order(order) if v != statistics.BASELINE]
     budgets = sorted({r["budget"] for r in rows})
     fig, axes = plt.subplots(len(budgets), 1, figsize=(max(6.0, 1.3 * len(others) + 2), 4.2 * len(budgets)),
@@ -91,17 +90,15 @@ def plot_paired_delta(rows: Sequence[dict], path: str, order: Sequence[str],
     seed_marker = {s: markers[i % len(markers)] for i, s in enumerate(seeds)}
     for ax, budget in zip(axes[:, 0], budgets):
         for x, variant in enumerate(others):
-            units = statistics.paired_runs(rows, variant, budget, metric=metric)
-            if not units:
+            pairs = statistics.paired_differences(rows, variant, budget, metric=metric)
+            if not pairs:
                 continue
-            pairs = [(fold, seed, float(np.mean(a) - np.mean(b)))
-                     for fold, seed, a, b in units]
             jitter = np.linspace(-0.25, 0.25, len(pairs)) if len(pairs) > 1 else [0.0]
             for dx, (fold, seed, delta) in zip(jitter, pairs):
                 ax.scatter(x + dx, 100 * delta, color=fold_colour[fold],
                            marker=seed_marker[seed], s=22, alpha=0.85, zorder=3)
             deltas = [d for _, _, d in pairs]
-            low, high = statistics.hierarchical_interval([(a, b) for _, _, a, b in units])
+            low, high = statistics.bootstrap_interval(deltas)
             mean = np.mean(deltas)
             ax.errorbar([x + 0.38], [100 * mean], yerr=[[100 * (mean - low)], [100 * (high - mean)]],
                         color="black", marker="_", markersize=14, capsize=4, zorder=4)

@@ -32,7 +32,7 @@ def cell_row(study, cell: Cell, record: dict) -> dict:
     return {"fold": cell.fold, "seed": cell.seed, "budget": cell.budget,
             "variant": cell.variant, "run": max(cell.run, 0),
             "train_seed": _train_seed(study, cell), "uar": metrics["uar"], "wa": metrics["wa"],
-            "macro_f1": metrics["macro_f1"], "val_uar": _last(logs, "val_uar"),
+            "macro_f1": metrics["macro_f1"], "val_uar": _val_uar(metrics, logs),
             "pseudo_label_accuracy": float(pseudo.get("pseudo_label_accuracy", np.nan)),
             "pseudo_label_coverage": float(pseudo.get("pseudo_label_coverage", np.nan)),
             "mean_density_weight": _last(logs, "mean_density_weight"),
@@ -40,15 +40,33 @@ def cell_row(study, cell: Cell, record: dict) -> dict:
             "seconds": float(record["seconds"])}
 
 
+def _val_uar(metrics: dict, logs: dict) -> float:
+    """The validation speakers' UAR at the last epoch (a network cell's
+    history), or the logistic regression's; NaN without validation speakers."""
+    return float(metrics.get("val_uar", _last(logs, "val_uar")))
+
+
+def cell_metric(study, cell: Cell, metric: str) -> float:
+    """A finished cell's `metric` ('uar': test, 'val_uar': validation)."""
+    workdir = study.cell_dir(cell)
+    with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    if metric == "uar":
+        return float(metrics["uar"])
+    return _val_uar(metrics, _history(workdir).get("logs", {}))
+
+
 def _train_seed(study, cell: Cell) -> int:
     """The cell's training seed: the study's per-run seed, else the last
-    --train_seed of its variant's flags, else --seed (-1 for logreg)."""
+    --train_seed of its variant's flags, else the shared one (--train_seed,
+    else --seed; Config.training_seed's rule); -1 for logreg."""
     flags = study.grid.variant_flags[cell.variant]
     if flags is None:
         return -1
     if cell.train_seed is not None:
         return cell.train_seed
-    seed = cell.seed
+    shared = study.config.train.train_seed
+    seed = shared if shared >= 0 else cell.seed
     for flag in flags:
         if flag.startswith("--train_seed="):
             value = int(flag.split("=", 1)[1])

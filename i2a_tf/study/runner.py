@@ -214,15 +214,11 @@ class Study:
 def _outcome(study: Study, cell: Cell) -> str:
     """The finished cell's figure on the study's metric, for its progress
     line (a development study never shows the test speakers' UAR)."""
-    if study.config.study.study_metric == "val_uar":
-        path = os.path.join(study.cell_dir(cell), "history.json")
-        values = []
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f).get("logs", {}).get("val_uar") or []
-        return f"val UAR {100 * values[-1]:5.1f}" if values else "val UAR –"
-    with open(os.path.join(study.cell_dir(cell), "metrics.json"), encoding="utf-8") as f:
-        return f"UAR {100 * json.load(f)['uar']:5.1f}"
+    from i2a_tf.study.results import cell_metric
+    metric = study.config.study.study_metric
+    value = cell_metric(study, cell, metric)
+    name = "val UAR" if metric == "val_uar" else "UAR"
+    return f"{name} {100 * value:5.1f}" if value == value else f"{name}   –"
 
 
 def _code_commit() -> str:

@@ -11,10 +11,12 @@ differences remove what the two runs share.
     with ddof=1; a unit's value is the mean of its training runs (one run
     unless --study_train_seeds);
   - 95 % interval of the mean Δ: percentile bootstrap over the pairs (10,000
-    resamples with replacement, seeded, so the table is reproducible); with
-    several training runs per unit it is hierarchical: each resample draws
-    units, then each side's runs within a unit, so the interval includes the
-    training-seed spread of both sides;
+    resamples with replacement, seeded, so the table is reproducible). With
+    --study_train_seeds a pair's Δ is the mean of its variant's runs minus the
+    mean of its baseline's, and each (fold, seed) has training seeds of its
+    own, so the pairs are independent and their spread already holds the
+    training-seed spread (resampling the runs again within a pair would count
+    it twice: the first stage of a two-stage design is what is resampled);
   - noise floor (two or more runs of supervised per unit): Δ of supervised's
     run 1 against its run 0, what a change that does nothing reads from one
     run per side, and the training-seed sd of one unit;
@@ -110,10 +112,15 @@ def paired_runs(rows: Iterable[dict], variant: str, budget: float,
                 baseline: str = BASELINE, metric: str = "uar"
                 ) -> list[tuple[int, int, list[float], list[float]]]:
     """[(fold, seed, variant's runs, baseline's runs)] at `budget`, for every
-    (fold, seed) where both have finished runs, sorted by (fold, seed)."""
-    return [(fold, seed, values[variant], values[baseline])
-            for (fold, seed), values in sorted(unit_values(rows, budget, metric).items())
-            if variant in values and baseline in values]
+    (fold, seed) where both have finished runs with a value (a metric a cell
+    does not have, NaN, is left out), sorted by (fold, seed)."""
+    out = []
+    for (fold, seed), values in sorted(unit_values(rows, budget, metric).items()):
+        mine, theirs = ([v for v in values.get(name, []) if not math.isnan(v)]
+                        for name in (variant, baseline))
+        if mine and theirs:
+            out.append((fold, seed, mine, theirs))
+    return out
 
 
 def paired_differences(rows: Iterable[dict], variant: str, budget: float,
@@ -127,44 +134,16 @@ def paired_differences(rows: Iterable[dict], variant: str, budget: float,
                                                          baseline, metric)]
 
 
-def hierarchical_interval(units: Sequence[tuple[Sequence[float], Sequence[float]]],
-                          confidence: float = CONFIDENCE,
-                          resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-                          ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean paired difference when each
-    unit (fold, seed) holds several training runs per side: `units` is
-    [(variant's runs, baseline's runs)]. Each resample draws the units with
-    replacement and, within each drawn unit, each side's runs with
-    replacement; a unit's Δ is the mean of its drawn variant runs minus the
-    mean of its drawn baseline runs. With one run per side everywhere this is
-    `bootstrap_interval` of the Δs (the same numbers)."""
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if all(len(a) == 1 and len(b) == 1 for a, b in units):
-        return bootstrap_interval([a[0] - b[0] for a, b in units], confidence,
-                                  resamples, seed)
-    rng = np.random.default_rng(seed)
-
-    def resampled_means(values):
-        values = np.asarray(values, np.float64)
-        return values[rng.integers(0, values.size, (resamples, values.size))].mean(1)
-
-    deltas = np.stack([resampled_means(a) - resampled_means(b) for a, b in units])
-    picks = rng.integers(0, len(units), size=(resamples, len(units)))
-    means = deltas[picks, np.arange(resamples)[:, None]].mean(axis=1)
-    low, high = np.quantile(means, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
-    return float(low), float(high)
-
-
 def noise_floor(rows: Iterable[dict], budget: float, baseline: str = BASELINE,
                 metric: str = "uar") -> dict | None:
     """What reseeding reads, from the baseline's own runs at `budget`: over
     the units with >= 2 runs, Δ = run 1 - run 0 (mean, bootstrap interval,
-    W/T/L, count beyond ±3 points) and the training-seed sd of one unit (mean
-    over units of the sd of its runs, ddof=1). None with fewer than 2 such
-    units."""
-    units = [values[baseline] for values in unit_values(rows, budget, metric).values()
-             if len(values.get(baseline, [])) >= 2]
+    W/T/L, count beyond ±3 points) and the training-seed sd of one run (the
+    root of the mean over units of the variance of its runs, ddof=1). None
+    with fewer than 2 such units."""
+    units = [runs for runs in ([v for v in values.get(baseline, []) if not math.isnan(v)]
+                               for values in unit_values(rows, budget, metric).values())
+             if len(runs) >= 2]
     if len(units) < 2:
         return None
     deltas = [runs[1] - runs[0] for runs in units]
@@ -173,7 +152,7 @@ def noise_floor(rows: Iterable[dict], budget: float, baseline: str = BASELINE,
     return {"pairs": len(deltas), "delta": float(np.mean(deltas)), "delta_low": low,
             "delta_high": high, "wins": wins, "ties": ties, "losses": losses,
             "beyond_3": int(np.sum(np.abs(100.0 * np.asarray(deltas)) > 3.0)),
-            "run_sd": float(np.mean([np.std(r, ddof=1) for r in units]))}
+            "run_sd": float(np.sqrt(np.mean([np.var(r, ddof=1) for r in units])))}
 
 
 def bootstrap_interval(values: Sequence[float], confidence: float = CONFIDENCE,
@@ -248,13 +227,11 @@ def summary(rows: Sequence[dict], variants: Sequence[str], metric: str = "uar"
                 entry[key], entry[key + "_std"] = _mean_std(
                     [v for (_, _, name), v in means[key].items() if name == variant])
             if variant != BASELINE:
-                units = paired_runs(rows, variant, budget, metric=metric)
-                deltas = [float(np.mean(a) - np.mean(b)) for _, _, a, b in units]
+                deltas = [d for _, _, d in
+                          paired_differences(rows, variant, budget, metric=metric)]
                 entry["pairs"] = len(deltas)
                 entry["delta"] = float(np.mean(deltas)) if deltas else float("nan")
-                entry["delta_low"], entry["delta_high"] = (
-                    hierarchical_interval([(a, b) for _, _, a, b in units])
-                    if units else (float("nan"), float("nan")))
+                entry["delta_low"], entry["delta_high"] = bootstrap_interval(deltas)
                 entry["wins"], entry["ties"], entry["losses"] = wins_ties_losses(deltas)
             else:
                 entry["noise_floor"] = noise_floor(rows, budget, metric=metric)
@@ -309,9 +286,8 @@ def results_markdown(rows: Sequence[dict], variants: Sequence[str],
                   "each with its own --train_seed, shared by the variants of that "
                   "(fold, seed) and by no other: n counts runs, a (fold, seed)'s "
                   "value is the mean of its runs, mean ± std are over (fold, seed), "
-                  "and the interval is a hierarchical bootstrap (folds × seeds, "
-                  "then each side's runs within them), so it includes the "
-                  "training-seed spread. The noise floor under each table is "
+                  "and the pairs are independent, so the interval over them "
+                  "includes the training-seed spread. The noise floor under each table is "
                   "supervised-only's run 1 against its run 0: what a change that "
                   "does nothing reads, one run per side.", ""]
     if not rows:
@@ -351,7 +327,7 @@ def results_markdown(rows: Sequence[dict], variants: Sequence[str],
                     f"[{100 * floor['delta_low']:+.1f}, {100 * floor['delta_high']:+.1f}], "
                     f"W/T/L {floor['wins']}/{floor['ties']}/{floor['losses']}, "
                     f"{floor['beyond_3']} pairs beyond ±3 points; training-seed sd "
-                    f"of one (fold, seed): {100 * floor['run_sd']:.1f} points.")
+                    f"of one run: {100 * floor['run_sd']:.1f} points.")
         lines += [""] + notes + [""]
         lines += _per_pair_table(rows, variants, budget, labels, metric)
     return "\n".join(lines)
