@@ -779,9 +779,10 @@ class StudyConfig:
         0, "Training runs per cell, each with its own --train_seed derived from "
         "(fold, seed, run), the same for every variant of that (fold, seed) and "
         "different between them, so the paired differences are independent "
-        "draws; results average a cell's runs and the paired interval resamples "
-        "them too (it includes the training-seed spread). 0: one run whose "
-        "training seed is --seed (the studies committed before this flag).")
+        "draws; results average a (fold, seed)'s runs, so the paired interval "
+        "over those independent pairs includes the training-seed spread. 0: one "
+        "run whose training seed is --seed (the studies committed before this "
+        "flag).")
     study_metric: str = _field(
         "uar", "What the study's tables compare: 'uar' (the test speakers') or "
         "'val_uar' (the validation speakers' UAR at the last epoch; needs "

@@ -52,12 +52,11 @@ def plot_uar_vs_budget(rows: Sequence[dict], path: str, order: Sequence[str],
     budgets = sorted({r["budget"] for r in rows})
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     offsets = np.linspace(-0.12, 0.12, len(order)) if len(order) > 1 else [0.0]
+    unit_means = [statistics.unit_means(rows, budget, metric) for budget in budgets]
     for offset, variant in zip(offsets, order):
         xs, means, stds = [], [], []
-        for i, budget in enumerate(budgets):
-            values = [100 * v for (_, _, name), v in
-                      statistics.unit_means(rows, budget, metric).items()
-                      if name == variant]
+        for i, by_unit in enumerate(unit_means):
+            values = [100 * v for (_, _, name), v in by_unit.items() if name == variant]
             if values:
                 xs.append(i + offset)
                 means.append(np.mean(values))

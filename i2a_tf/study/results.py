@@ -31,7 +31,7 @@ def cell_row(study, cell: Cell, record: dict) -> dict:
     pseudo = metrics.get("last_pseudo_label_refresh", {})
     return {"fold": cell.fold, "seed": cell.seed, "budget": cell.budget,
             "variant": cell.variant, "run": max(cell.run, 0),
-            "train_seed": _train_seed(study, cell), "uar": metrics["uar"], "wa": metrics["wa"],
+            "train_seed": _train_seed(study, cell, metrics), "uar": metrics["uar"], "wa": metrics["wa"],
             "macro_f1": metrics["macro_f1"], "val_uar": _val_uar(metrics, logs),
             "pseudo_label_accuracy": float(pseudo.get("pseudo_label_accuracy", np.nan)),
             "pseudo_label_coverage": float(pseudo.get("pseudo_label_coverage", np.nan)),
@@ -46,32 +46,13 @@ def _val_uar(metrics: dict, logs: dict) -> float:
     return float(metrics.get("val_uar", _last(logs, "val_uar")))
 
 
-def cell_metric(study, cell: Cell, metric: str) -> float:
-    """A finished cell's `metric` ('uar': test, 'val_uar': validation)."""
-    workdir = study.cell_dir(cell)
-    with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as f:
-        metrics = json.load(f)
-    if metric == "uar":
-        return float(metrics["uar"])
-    return _val_uar(metrics, _history(workdir).get("logs", {}))
-
-
-def _train_seed(study, cell: Cell) -> int:
-    """The cell's training seed: the study's per-run seed, else the last
-    --train_seed of its variant's flags, else the shared one (--train_seed,
-    else --seed; Config.training_seed's rule); -1 for logreg."""
-    flags = study.grid.variant_flags[cell.variant]
-    if flags is None:
+def _train_seed(study, cell: Cell, metrics: dict) -> int:
+    """The training seed the cell's run recorded (metrics.json's switches),
+    --seed for a cell trained before it was recorded (then it was the
+    training seed), -1 for logreg (no training)."""
+    if study.grid.variant_flags[cell.variant] is None:
         return -1
-    if cell.train_seed is not None:
-        return cell.train_seed
-    shared = study.config.train.train_seed
-    seed = shared if shared >= 0 else cell.seed
-    for flag in flags:
-        if flag.startswith("--train_seed="):
-            value = int(flag.split("=", 1)[1])
-            seed = value if value >= 0 else cell.seed
-    return seed
+    return int(metrics.get("switches", {}).get("train_seed", cell.seed))
 
 
 def _history(workdir: str) -> dict:

@@ -90,7 +90,7 @@ class Study:
         """The flags that make `cell` out of the shared flagfile."""
         flags = [f"--test_fold={cell.fold}", f"--seed={cell.seed}",
                  f"--label_fraction={cell.budget:g}"]
-        if cell.train_seed is not None and self.grid.variant_flags[cell.variant] is not None:
+        if cell.train_seed is not None:  # runs of network variants only
             flags.append(f"--train_seed={cell.train_seed}")
         return flags
 
@@ -137,7 +137,7 @@ class Study:
         record = {"shared_flags": self.shared,
                   "grid": {"folds": grid.folds, "seeds": grid.seeds,
                            "budgets": grid.budgets, "variants": grid.variants,
-                  "train_seeds": grid.train_seeds,
+                           "train_seeds": grid.train_seeds,
                            "variant_flags": {v: grid.variant_flags[v]
                                              for v in grid.variants}}}
         with open(path, "w", encoding="utf-8") as f:
@@ -211,12 +211,13 @@ class Study:
         return 0
 
 
-def _outcome(study: Study, cell: Cell) -> str:
-    """The finished cell's figure on the study's metric, for its progress
-    line (a development study never shows the test speakers' UAR)."""
-    from i2a_tf.study.results import cell_metric
+def _outcome(study: Study, cell: Cell, record: dict) -> str:
+    """The finished cell's figure on the study's metric (its results.csv row),
+    for its progress line (a development study never shows the test
+    speakers' UAR)."""
+    from i2a_tf.study.results import cell_row
     metric = study.config.study.study_metric
-    value = cell_metric(study, cell, metric)
+    value = cell_row(study, cell, record)[metric]
     name = "val UAR" if metric == "val_uar" else "UAR"
     return f"{name} {100 * value:5.1f}" if value == value else f"{name}   –"
 
@@ -301,7 +302,7 @@ def run_study(config: Config) -> dict:
                 else:
                     seconds_by_variant.setdefault(cell.variant, []).append(
                         record["seconds"])
-                    outcome = _outcome(study, cell)
+                    outcome = _outcome(study, cell, record)
                 print(f"[{finished:>{len(str(total))}}/{total}] {cell.describe():54s} "
                       f"{outcome}  ({record['seconds']:.0f} s)  elapsed "
                       f"{_clock(time.time() - started)}, left ~"
