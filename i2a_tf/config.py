@@ -20,6 +20,7 @@ from typing import Any, Mapping
 SPEECH_CORPORA = ("synthetic", "emodb", "ravdess", "cremad", "tess", "folder")
 FACE_CORPORA = ("synthetic", "ckplus", "fer2013", "jaffe", "folder")
 PAD_MODES = ("repeat", "mean")
+SPEAKER_NORMALISATIONS = ("none", "mean", "mean_std")
 TFLITE_VARIANTS = ("float32", "dynamic_range", "int8")
 INT8_FRONTENDS = ("float", "int8")
 INT8_WEIGHTS = ("auto", "per_channel", "per_tensor")
@@ -73,6 +74,18 @@ class FrontEndConfig:
         "frames, 'mean' pads with the band means (0 after normalisation).",
     )
 
+    speaker_normalisation: str = _field(
+        "none",
+        "Per-speaker normalisation of the log-mel bands: 'none' (the training "
+        "split's band statistics for everyone), 'mean' (subtract the speaker's "
+        "own band means, then divide by the training split's std) or 'mean_std' "
+        "(the speaker's own band means and stds). A speaker's statistics come "
+        "from the voiced frames of all of that speaker's clips in every split, "
+        "labels unread: a test speaker is normalised with its own (unlabeled) "
+        "test clips, and a served model needs the speaker's statistics as an "
+        "input (the speaker_statistics signature computes them from clips).",
+    )
+
     @property
     def frame_length(self) -> int:
         return int(round(self.sample_rate * self.window_ms / 1000.0))
@@ -106,6 +119,8 @@ class FrontEndConfig:
         if self.trim_db < 0:
             raise _bad("trim_db", self.trim_db, "must be >= 0 (0 disables trimming)")
         _check_choice("pad_mode", self.pad_mode, PAD_MODES)
+        _check_choice("speaker_normalisation", self.speaker_normalisation,
+                      SPEAKER_NORMALISATIONS)
 
 
 @dataclasses.dataclass(frozen=True)

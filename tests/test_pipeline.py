@@ -258,3 +258,58 @@ def test_train_input_fn_under_mirrored_strategy_on_two_cpu_devices(prepared, tmp
     assert report["shapes"]["labeled_logmel"] == [[2, 64, 50], [2, 64, 50]]
     assert report["shapes"]["face_images"] == [[2, 48, 48, 1], [2, 48, 48, 1]]
     assert report["shapes"]["unlabeled_index"] == [[2], [2]]
+
+
+def _frontend(config, **changes):
+    return dataclasses.replace(config, frontend=dataclasses.replace(config.frontend,
+                                                                    **changes))
+
+
+def test_speaker_statistics_match_a_brute_force_pass_over_every_split(prepared):
+    config, data = prepared
+    from i2a_tf.data import frontend, schema
+    frames = {}
+    for split in pipeline.AUDIO_SPLITS:
+        if not data.num_examples(split):
+            continue
+        for serialized in tf.data.TFRecordDataset(data.files(split, "audio")):
+            features = schema.parse_audio(serialized)
+            waveform = schema.waveform_to_float(
+                schema.decode_waveform_int16(features["waveform"]))[tf.newaxis]
+            logmel = frontend.log_mel(waveform, config.frontend)
+            count = frontend.num_frames_for([waveform.shape[1]], config.frontend)
+            start, end = frontend.voiced_bounds(logmel, count, config.frontend.trim_db)
+            voiced = logmel.numpy()[0, int(start[0]):int(end[0]) + 1]
+            frames.setdefault(features["speaker"].numpy().decode(), []).append(voiced)
+    statistics = pipeline.speaker_statistics(data, config.frontend)
+    everyone = set(data.info["speakers"]["train"]) | set(data.info["speakers"]["test"])
+    assert set(statistics) == set(frames) == everyone
+    for speaker, chunks in frames.items():
+        pooled = np.concatenate(chunks).astype(np.float64)
+        np.testing.assert_allclose(statistics[speaker].mean, pooled.mean(0), atol=1e-4)
+        np.testing.assert_allclose(statistics[speaker].std, pooled.std(0), atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["mean", "mean_std"])
+def test_speaker_normalisation_uses_each_rows_speaker(prepared, mode):
+    config, data = prepared
+    statistics = pipeline.speaker_statistics(data, config.frontend)
+    plain = list(pipeline.eval_dataset(config, "test", data))
+    by_speaker = list(pipeline.eval_dataset(
+        _frontend(config, speaker_normalisation=mode), "test", data))
+    band = data.statistics
+    for a, b in zip(plain, by_speaker):
+        # pad_mode 'repeat': every frame is valid, so the window is recoverable.
+        window = a["logmel"].numpy() * band.std[:, None] + band.mean[:, None]
+        for row, speaker in enumerate(b["speaker"].numpy()):
+            own = statistics[speaker.decode()]
+            std = own.std if mode == "mean_std" else band.std
+            expected = (window[row] - own.mean[:, None]) / std[:, None]
+            np.testing.assert_allclose(b["logmel"].numpy()[row], expected, atol=2e-3)
+    assert not np.allclose(plain[0]["logmel"].numpy(), by_speaker[0]["logmel"].numpy())
+
+
+def test_unknown_speaker_normalisation_is_a_config_error():
+    from i2a_tf.config import FrontEndConfig
+    with pytest.raises(ConfigError, match="--speaker_normalisation=global"):
+        FrontEndConfig(speaker_normalisation="global").validate()

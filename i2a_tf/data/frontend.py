@@ -185,41 +185,72 @@ def fixed_length(logmel: tf.Tensor, start: tf.Tensor, end: tf.Tensor,
     return window, valid
 
 
-def normalise(window: tf.Tensor, valid: tf.Tensor,
-              statistics: BandStatistics) -> tf.Tensor:
+def normalise(window: tf.Tensor, valid: tf.Tensor, statistics: BandStatistics,
+              speaker: tuple[tf.Tensor, tf.Tensor] | None = None) -> tf.Tensor:
     """(window - mean) / std per band, 0 where not valid; transposed to [B, mels, T].
 
-    window: [B, T, mels] float32; valid: [B, T] bool.
+    window: [B, T, mels] float32; valid: [B, T] bool. `speaker`: None (every
+    row uses `statistics`), or per-row (mean [B, mels], std [B, mels]) that
+    replace them (speaker normalisation, `speaker_row_statistics`).
     Returns [B, mels, T] float32, zero-mean unit-variance per band on training data.
     """
-    mean = tf.constant(statistics.mean, tf.float32)
-    std = tf.constant(statistics.std, tf.float32)
+    if speaker is None:
+        mean = tf.constant(statistics.mean, tf.float32)
+        std = tf.constant(statistics.std, tf.float32)
+    else:
+        mean = tf.expand_dims(tf.convert_to_tensor(speaker[0], tf.float32), 1)
+        std = tf.expand_dims(tf.convert_to_tensor(speaker[1], tf.float32), 1)
     scaled = (window - mean) / std
     scaled = scaled * tf.expand_dims(tf.cast(valid, tf.float32), -1)
     return tf.transpose(scaled, [0, 2, 1])
 
 
+def speaker_row_statistics(speaker_mean: tf.Tensor, speaker_std: tf.Tensor,
+                           statistics: BandStatistics, mode: str
+                           ) -> tuple[tf.Tensor, tf.Tensor] | None:
+    """What `normalise` uses per row under `--speaker_normalisation=mode`.
+
+    speaker_mean, speaker_std: [B, mels], each row's speaker's band statistics.
+    'none' -> None (the training split's statistics); 'mean' -> (the speaker's
+    means, the training split's std); 'mean_std' -> (the speaker's means and stds).
+    """
+    if mode == "none":
+        return None
+    if mode == "mean":
+        std = tf.broadcast_to(tf.constant(statistics.std, tf.float32),
+                              tf.shape(speaker_mean))
+        return speaker_mean, std
+    if mode == "mean_std":
+        return speaker_mean, speaker_std
+    raise ValueError(f"unknown speaker normalisation {mode!r}")
+
+
 def logmel_features(logmel: tf.Tensor, num_frames: tf.Tensor,
                     statistics: BandStatistics, config: FrontEndConfig,
-                    crop_fraction: tf.Tensor | None = None) -> tf.Tensor:
-    """Unnormalised log-mel [B, F, mels] -> model input [B, mels, T] (normalised)."""
+                    crop_fraction: tf.Tensor | None = None,
+                    speaker: tuple[tf.Tensor, tf.Tensor] | None = None) -> tf.Tensor:
+    """Unnormalised log-mel [B, F, mels] -> model input [B, mels, T] (normalised).
+
+    `speaker`: see `normalise`."""
     start, end = voiced_bounds(logmel, num_frames, config.trim_db)
     window, valid = fixed_length(logmel, start, end, config, crop_fraction)
-    return normalise(window, valid, statistics)
+    return normalise(window, valid, statistics, speaker)
 
 
 def waveform_features(waveforms: tf.Tensor, num_samples: tf.Tensor,
                       statistics: BandStatistics, config: FrontEndConfig,
                       crop_fraction: tf.Tensor | None = None,
-                      compact_mel: bool = False) -> tf.Tensor:
+                      compact_mel: bool = False,
+                      speaker: tuple[tf.Tensor, tf.Tensor] | None = None) -> tf.Tensor:
     """The whole front end: waveforms [B, S] float32 in [-1, 1] -> [B, mels, T].
 
     num_samples: [B] int, real samples per row (rows may be zero-padded past it).
-    This is the function the exported models wrap (`compact_mel`: see `log_mel`).
+    This is the function the exported models wrap (`compact_mel`: see `log_mel`;
+    `speaker`: see `normalise`).
     """
     logmel = log_mel(waveforms, config, compact_mel)
     return logmel_features(logmel, num_frames_for(num_samples, config), statistics,
-                           config, crop_fraction)
+                           config, crop_fraction, speaker)
 
 
 class StatisticsAccumulator:
@@ -237,6 +268,12 @@ class StatisticsAccumulator:
             self._count += frames.shape[0]
             self._sum += frames.sum(axis=0)
             self._sum_sq += np.square(frames).sum(axis=0)
+
+    def add_moments(self, count: float, sums: np.ndarray, squares: np.ndarray) -> None:
+        """Adds frames already summed: their count, per-band sums and sums of squares."""
+        self._count += count
+        self._sum += np.asarray(sums, np.float64)
+        self._sum_sq += np.asarray(squares, np.float64)
 
     def result(self) -> BandStatistics:
         if self._count == 0:

@@ -31,15 +31,23 @@ translation or pseudo-labels), is left out of the dict.
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import zlib
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 
-from i2a_tf.config import Config
+from i2a_tf.config import Config, FrontEndConfig
 from i2a_tf.data import schema
-from i2a_tf.data.dataset_info import FACE_SPLIT, DatasetInfo
-from i2a_tf.data.frontend import logmel_features, waveform_features
+from i2a_tf.data.dataset_info import AUDIO_SPLITS, DATASET_JSON, FACE_SPLIT, DatasetInfo
+from i2a_tf.data.frontend import (BandStatistics, StatisticsAccumulator, log_mel,
+                                  logmel_features, num_frames_for,
+                                  speaker_row_statistics, voiced_bounds,
+                                  waveform_features)
+
+log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -155,6 +163,101 @@ def strong_augment(logmel: tf.Tensor, seed: tf.Tensor, *, freq_mask_bands: int,
     return rolled + offset[:, tf.newaxis, tf.newaxis]
 
 
+def clip_band_moments(waveforms: tf.Tensor, num_samples: tf.Tensor,
+                      config: FrontEndConfig) -> tf.Tensor:
+    """Per clip, the count, sum and sum of squares of its voiced log-mel frames.
+
+    waveforms [B, S] float32 in [-1, 1] (zero-padded past num_samples [B]) ->
+    [B, 1 + 2 * mels] float32: frames, per-band sums, per-band sums of squares.
+    What a speaker's statistics are accumulated from (`speaker_statistics`,
+    the exported `speaker_statistics` signature).
+    """
+    logmel = log_mel(waveforms, config)
+    start, end = voiced_bounds(logmel, num_frames_for(num_samples, config),
+                               config.trim_db)
+    frame_ids = tf.range(tf.shape(logmel)[1])[tf.newaxis, :]
+    voiced = tf.logical_and(frame_ids >= start[:, tf.newaxis],
+                            frame_ids <= end[:, tf.newaxis])
+    weight = tf.expand_dims(tf.cast(voiced, tf.float32), -1)
+    count = tf.reduce_sum(weight, axis=[1, 2])
+    return tf.concat([count[:, tf.newaxis],
+                      tf.reduce_sum(logmel * weight, axis=1),
+                      tf.reduce_sum(tf.square(logmel) * weight, axis=1)], axis=1)
+
+
+def statistics_from_sums(count: float, sums: np.ndarray, squares: np.ndarray
+                         ) -> BandStatistics:
+    """Band statistics from a frame count and per-band sums / sums of squares."""
+    accumulator = StatisticsAccumulator(len(sums))
+    accumulator.add_moments(count, sums, squares)
+    return accumulator.result()
+
+
+@functools.lru_cache(maxsize=8)
+def _speaker_statistics(data_dir: str, files: tuple[str, ...], stamp: int,
+                        config: FrontEndConfig) -> dict[str, BandStatistics]:
+    del data_dir, stamp  # cache key only: a re-prepared folder is read again
+    compute = tf.function(functools.partial(clip_band_moments, config=config))
+
+    def parse(serialized):
+        features = schema.parse_audio(serialized)
+        return (schema.waveform_to_float(schema.decode_waveform_int16(features["waveform"])),
+                tf.cast(features["num_samples"], tf.int32), features["speaker"])
+
+    dataset = tf.data.TFRecordDataset(list(files)).map(parse).padded_batch(32)
+    moments: dict[str, np.ndarray] = {}
+    clips = 0
+    for waveforms, num_samples, speakers in dataset:
+        rows = compute(waveforms, num_samples).numpy().astype(np.float64)
+        for speaker, row in zip(speakers.numpy(), rows):
+            name = speaker.decode("utf-8")
+            moments[name] = moments.get(name, 0.0) + row
+            clips += 1
+    log.info("speaker statistics: %d speakers from their %d clips", len(moments), clips)
+    mels = config.num_mels
+    return {name: statistics_from_sums(row[0], row[1:1 + mels], row[1 + mels:])
+            for name, row in sorted(moments.items())}
+
+
+def speaker_statistics(data: DatasetInfo, config: FrontEndConfig
+                       ) -> dict[str, BandStatistics]:
+    """Speaker -> band statistics over the voiced frames of all of the
+    speaker's clips in every audio split (labels are not read).
+
+    Speaker normalisation (`--speaker_normalisation`) uses them: each speaker,
+    a test speaker included, is normalised by its own clips. Computed once per
+    process and prepared folder.
+    """
+    files = tuple(path for split in AUDIO_SPLITS if data.num_examples(split)
+                  for path in data.files(split, "audio"))
+    stamp = os.stat(os.path.join(data.data_dir, DATASET_JSON)).st_mtime_ns
+    return _speaker_statistics(data.data_dir, files, stamp, config)
+
+
+def _speaker_lookup(data: DatasetInfo, config: FrontEndConfig):
+    """speaker [B] string -> (mean [B, mels], std [B, mels]) for `normalise`,
+    or None without speaker normalisation."""
+    if config.speaker_normalisation == "none":
+        return None
+    by_speaker = speaker_statistics(data, config)
+    names = sorted(by_speaker)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(names),
+                                            tf.range(len(names), dtype=tf.int32)),
+        default_value=-1)
+    means = tf.constant(np.stack([by_speaker[n].mean for n in names]), tf.float32)
+    stds = tf.constant(np.stack([by_speaker[n].std for n in names]), tf.float32)
+
+    def lookup(speakers):
+        rows = table.lookup(speakers)
+        tf.debugging.assert_non_negative(
+            rows, message=f"a speaker without statistics in {data.data_dir}")
+        return speaker_row_statistics(tf.gather(means, rows), tf.gather(stds, rows),
+                                      data.statistics, config.speaker_normalisation)
+
+    return lookup
+
+
 def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bool,
                   batch_size: int,
                   input_context: tf.distribute.InputContext | None = None,
@@ -212,18 +315,21 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
     dataset = dataset.padded_batch(batch_size, drop_remainder=training)
     dataset = _seeded_batches(dataset, config.training_seed, pipeline_id, split)
     statistics = data.statistics
+    speaker_lookup = _speaker_lookup(data, frontend)
 
     def features(batch, seed):
         crop = None
         if training:
             crop = tf.random.stateless_uniform(
                 tf.shape(batch["length"]), _stream_seed(seed, _CROP))
+        speaker = speaker_lookup(batch["speaker"]) if speaker_lookup else None
         if precomputed:
             logmel = logmel_features(batch["signal"], batch["length"], statistics,
-                                     frontend, crop)
+                                     frontend, crop, speaker)
         else:
             logmel = waveform_features(schema.waveform_to_float(batch["signal"]),
-                                       batch["length"], statistics, frontend, crop)
+                                       batch["length"], statistics, frontend, crop,
+                                       speaker=speaker)
         out = {key: batch[key] for key in ("label", "true_label", "index", "speaker")}
         if training and views:
             shape = [None, num_mels, frontend.num_frames]
@@ -365,5 +471,6 @@ def split_clips(data: DatasetInfo, split: str, limit: int | None = None
         samples = schema.decode_waveform_int16(features["waveform"])
         clips.append({"waveform": schema.waveform_to_float(samples).numpy(),
                       "true_label": int(features["true_label"]),
-                      "index": int(features["index"])})
+                      "index": int(features["index"]),
+                      "speaker": features["speaker"].numpy().decode("utf-8")})
     return clips

@@ -2,9 +2,11 @@
 
 Each clip becomes the per-band mean and standard deviation of its voiced
 (silence-trimmed) log-mel frames and its voiced duration, computed with the
-project's own front end; a standardised logistic regression is fitted on the
-labeled clips. The study scores it on a prepared cell's records
-(`logreg_metrics`); `tools/baseline_logreg.py` on its own EmoDB split loop.
+project's own front end (under `--speaker_normalisation`, normalised by the
+clip's speaker's band statistics, as the network's input is); a standardised
+logistic regression is fitted on the labeled clips. The study scores it on a
+prepared cell's records (`logreg_metrics`); `tools/baseline_logreg.py` on its
+own EmoDB split loop.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from sklearn.preprocessing import StandardScaler
 from i2a_tf.config import Config, ConfigError, FrontEndConfig
 from i2a_tf.data import frontend
 from i2a_tf.data.dataset_info import DatasetInfo
-from i2a_tf.data.pipeline import split_clips
+from i2a_tf.data.frontend import BandStatistics
+from i2a_tf.data.pipeline import speaker_statistics, split_clips
 from i2a_tf.models.evaluation import classification_metrics
 
 
@@ -52,10 +55,31 @@ def fit_predict(train_features: np.ndarray, train_labels: np.ndarray,
     return model.predict(scaler.transform(test_features))
 
 
+def speaker_normalised(features: np.ndarray, statistics: BandStatistics,
+                       mode: str) -> np.ndarray:
+    """`clip_statistics` features of one clip `[2 * mels + 1]` as if its
+    log-mel frames had been normalised by its speaker's band `statistics`
+    (`--speaker_normalisation` mode): 'mean' subtracts the speaker's means
+    from the clip's band means; 'mean_std' also divides means and stds by the
+    speaker's stds (the standardising scaler makes a global std irrelevant)."""
+    if mode == "none":
+        return features
+    mels = len(statistics.mean)
+    out = np.array(features, np.float32)
+    out[:mels] -= statistics.mean
+    if mode == "mean_std":
+        out[:2 * mels] /= np.concatenate([statistics.std, statistics.std])
+    return out
+
+
 def _split_features(data: DatasetInfo, split: str, config: FrontEndConfig
                     ) -> tuple[np.ndarray, np.ndarray]:
     clips = split_clips(data, split)
-    features = np.stack([clip_statistics(c["waveform"], config) for c in clips])
+    speakers = (speaker_statistics(data, config)
+                if config.speaker_normalisation != "none" else {})
+    features = np.stack([speaker_normalised(
+        clip_statistics(c["waveform"], config), speakers.get(c["speaker"]),
+        config.speaker_normalisation) for c in clips])
     return features, np.asarray([c["true_label"] for c in clips])
 
 
