@@ -19,7 +19,7 @@ from conftest import SMALL_DEMO, run_main, tone, write_wav
 from i2a_tf import config as config_lib
 from i2a_tf.data import frontend
 from i2a_tf.data.dataset_info import DatasetInfo
-from i2a_tf.data.pipeline import eval_dataset, split_clips
+from i2a_tf.data.pipeline import eval_dataset, speaker_statistics, split_clips
 from i2a_tf.export import exporter, predict, tflite, warmup
 from i2a_tf.export.serving import CLIENT_JSON, existing_versions, window_samples
 
@@ -533,3 +533,108 @@ def test_classifier_with_band_statistics_converts_to_tflite():
     expected = function(tf.constant(clip[None]))["probabilities"].numpy()[0]
     lite = tflite.LiteModel(tflite.convert(function, "float32"))
     np.testing.assert_allclose(lite.probabilities(clip), expected, atol=1e-4)
+
+
+# -- A speaker-normalised model ---------------------------------------------------
+
+_SPEAKER = ("--speaker_normalisation=mean_std",)
+
+
+@pytest.fixture(scope="module")
+def speaker_exported(tmp_path_factory):
+    """A classifier fitted on speaker-normalised inputs and exported through
+    main with --speaker_normalisation (float32 and int8 TFLite)."""
+    import keras
+    from i2a_tf.models import build_classifier
+    workdir = str(tmp_path_factory.mktemp("export_speaker") / "run")
+    prepared = run_main(*_PREPARE, *_SPEAKER, f"--workdir={workdir}", "--mode=prepare")
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    config = config_lib.config_from_flat({"workdir": workdir, "num_frames": 48,
+                                          "speaker_normalisation": "mean_std"})
+    keras.utils.set_random_seed(0)
+    classifier = build_classifier(5, 64, 48, width=8, embedding_dim=16, dropout=0.0)
+    train = eval_dataset(config, "train_labeled").concatenate(
+        eval_dataset(config, "train_unlabeled"))
+    classifier.compile(keras.optimizers.Adam(3e-3),
+                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    train = train.map(lambda b: (b["logmel"], b["true_label"])).cache()
+    classifier.fit(train.repeat(), steps_per_epoch=sum(1 for _ in train), epochs=10,
+                   shuffle=False, verbose=0)
+    classifier.save(config.classifier_path)
+    result = run_main(*_EXPORT, *_SPEAKER, "--tflite_variants=float32,int8",
+                      f"--workdir={workdir}", "--mode=evaluate,export")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"workdir": workdir, "config": config,
+            "saved_model": os.path.join(config.saved_model_base, "1"),
+            "tflite": os.path.join(config.tflite_base, "1")}
+
+
+def test_speaker_normalised_export_feeds_each_clip_its_speakers_moments(
+        speaker_exported):
+    report = _report(speaker_exported)
+    assert report["speaker_normalisation"] == "mean_std"
+    saved = report["saved_model"]
+    # The served graph and the training pipeline normalise every test clip alike.
+    assert saved["argmax_agreement_vs_keras"] == 1.0
+    assert saved["max_abs_difference_vs_keras"] < 1e-4
+    check = saved["speaker_moments_vs_training"]
+    assert check["speakers"] == len(DatasetInfo(speaker_exported["config"])
+                                    .info["speakers"]["test"])
+    assert check["max_abs_mean_difference"] < 1e-3
+    assert check["max_abs_std_difference"] < 1e-3
+    assert report["tflite"]["float32"]["argmax_agreement"] == 1.0
+    assert report["tflite"]["int8"]["argmax_agreement"] >= 0.8
+    with open(os.path.join(speaker_exported["saved_model"], "assets", CLIENT_JSON)) as f:
+        metadata = json.load(f)
+    assert metadata["speaker_normalisation"]["mode"] == "mean_std"
+    assert "speaker_moments" in metadata["inputs"]["serving_default"]
+
+
+def test_speaker_normalised_model_depends_on_the_speaker_moments(speaker_exported):
+    config = speaker_exported["config"]
+    data = DatasetInfo(config)
+    loaded = tf.saved_model.load(speaker_exported["saved_model"])
+    serve = loaded.signatures["serving_default"]
+    clip = split_clips(data, "test", 1)[0]
+    waveform = tf.constant(clip["waveform"][None])
+    own = frontend.moment_sums_of(
+        speaker_statistics(data, config.frontend)[clip["speaker"]])
+    # The same clip with its own speaker's moments and with the training
+    # split's statistics as its "speaker": the probabilities move.
+    mine = serve(waveform=waveform, speaker_moments=tf.constant(own[None]))
+    other = serve(waveform=waveform, speaker_moments=tf.constant(
+        frontend.moment_sums_of(data.statistics)[None]))
+    assert np.abs(mine["probabilities"].numpy() - other["probabilities"].numpy()).max() > 1e-4
+    # Moments scale freely: the same statistics from 1 frame or from 1,000.
+    scaled = serve(waveform=waveform, speaker_moments=tf.constant(1000 * own[None]))
+    np.testing.assert_allclose(scaled["probabilities"].numpy(),
+                               mine["probabilities"].numpy(), atol=1e-5)
+    outputs = warmup.run_warmup_requests(speaker_exported["saved_model"])
+    requests = warmup.read_warmup_requests(speaker_exported["saved_model"])
+    assert [r.model_spec.signature_name for r in requests][-1] == "speaker_moments"
+    assert outputs[-1]["moments"].shape == (1, 129)
+    assert all("speaker_moments" in r.inputs for r in requests[:-1])
+
+
+def test_predict_normalises_the_files_of_one_call_as_one_speaker(speaker_exported,
+                                                                tmp_path):
+    clips = [np.round(tone(0.45, freq=f, silence_s=0.01) * 32767).astype(np.int16)
+             for f in (180, 240, 300)]
+    paths = [write_wav(str(tmp_path / f"{i}.wav"), c) for i, c in enumerate(clips)]
+    lite = os.path.join(speaker_exported["tflite"], "float32.tflite")
+    loaded = tf.saved_model.load(speaker_exported["saved_model"])
+    samples = [c / 32768.0 for c in clips]
+    moments = sum(loaded.signatures["speaker_moments"](
+        waveform=tf.constant(s[None], tf.float32))["moments"].numpy()[0].astype(np.float64)
+        for s in samples).astype(np.float32)
+    for model in (speaker_exported["saved_model"], lite):
+        result = run_main("--mode=predict", f"--model={model}", *paths)
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        for line, s in zip(lines, samples):
+            assert line["speaker_files"] == 3
+            expected = loaded.signatures["serving_default"](
+                waveform=tf.constant(s[None], tf.float32),
+                speaker_moments=tf.constant(moments[None]))["probabilities"]
+            np.testing.assert_allclose(list(line["probabilities"].values()),
+                                       expected.numpy()[0], atol=1e-4)

@@ -253,6 +253,58 @@ def waveform_features(waveforms: tf.Tensor, num_samples: tf.Tensor,
                            config, crop_fraction, speaker)
 
 
+def clip_band_moments(waveforms: tf.Tensor, num_samples: tf.Tensor,
+                      config: FrontEndConfig) -> tf.Tensor:
+    """Per clip, the count, sum and sum of squares of its voiced log-mel frames.
+
+    waveforms [B, S] float32 in [-1, 1] (zero-padded past num_samples [B]) ->
+    [B, 1 + 2 * mels] float32: frames, per-band sums, per-band sums of squares.
+    Moments add up: summed over a speaker's clips they give the speaker's
+    statistics (`statistics_from_moment_sums`, `moment_sums_statistics`); the
+    input pipeline and the exported `speaker_moments` signature both use this.
+    """
+    logmel = log_mel(waveforms, config)
+    start, end = voiced_bounds(logmel, num_frames_for(num_samples, config),
+                               config.trim_db)
+    frame_ids = tf.range(tf.shape(logmel)[1])[tf.newaxis, :]
+    voiced = tf.logical_and(frame_ids >= start[:, tf.newaxis],
+                            frame_ids <= end[:, tf.newaxis])
+    weight = tf.expand_dims(tf.cast(voiced, tf.float32), -1)
+    count = tf.reduce_sum(weight, axis=[1, 2])
+    return tf.concat([count[:, tf.newaxis],
+                      tf.reduce_sum(logmel * weight, axis=1),
+                      tf.reduce_sum(tf.square(logmel) * weight, axis=1)], axis=1)
+
+
+def moment_sums_statistics(moments: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """[B, 1 + 2 * mels] summed `clip_band_moments` -> (mean, std) [B, mels]
+    each, the rule of `statistics_from_moments` in the graph (std >= 1e-3)."""
+    mels = (tf.shape(moments)[1] - 1) // 2
+    count = tf.maximum(moments[:, :1], 1.0)
+    mean = moments[:, 1:1 + mels] / count
+    variance = tf.maximum(moments[:, 1 + mels:] / count - tf.square(mean), 0.0)
+    return mean, tf.maximum(tf.sqrt(variance), 1e-3)
+
+
+def statistics_from_moment_sums(moments: np.ndarray, num_mels: int) -> BandStatistics:
+    """[1 + 2 * mels] summed `clip_band_moments` -> BandStatistics."""
+    moments = np.asarray(moments, np.float64)
+    if moments[0] <= 0:
+        raise ValueError("no frames to compute normalisation statistics from")
+    mean = moments[1:1 + num_mels] / moments[0]
+    return statistics_from_moments(mean, moments[1 + num_mels:] / moments[0]
+                                   - np.square(mean))
+
+
+def moment_sums_of(statistics: BandStatistics) -> np.ndarray:
+    """The `[1 + 2 * mels]` moment sums of one frame-equivalent that give back
+    `statistics`: (1, mean, std^2 + mean^2). A client that has a speaker's
+    statistics rather than summed clip moments passes these."""
+    mean = np.asarray(statistics.mean, np.float64)
+    return np.concatenate([[1.0], mean, np.square(statistics.std) + np.square(mean)]
+                          ).astype(np.float32)
+
+
 class StatisticsAccumulator:
     """Per-band mean/std over the voiced frames of many clips (float64 sums)."""
 
@@ -268,12 +320,6 @@ class StatisticsAccumulator:
             self._count += frames.shape[0]
             self._sum += frames.sum(axis=0)
             self._sum_sq += np.square(frames).sum(axis=0)
-
-    def add_moments(self, count: float, sums: np.ndarray, squares: np.ndarray) -> None:
-        """Adds frames already summed: their count, per-band sums and sums of squares."""
-        self._count += count
-        self._sum += np.asarray(sums, np.float64)
-        self._sum_sq += np.asarray(squares, np.float64)
 
     def result(self) -> BandStatistics:
         if self._count == 0:

@@ -42,10 +42,9 @@ import tensorflow as tf
 from i2a_tf.config import Config, FrontEndConfig
 from i2a_tf.data import schema
 from i2a_tf.data.dataset_info import AUDIO_SPLITS, DATASET_JSON, FACE_SPLIT, DatasetInfo
-from i2a_tf.data.frontend import (BandStatistics, StatisticsAccumulator, log_mel,
-                                  logmel_features, num_frames_for,
-                                  speaker_row_statistics, voiced_bounds,
-                                  waveform_features)
+from i2a_tf.data.frontend import (BandStatistics, clip_band_moments,
+                                  logmel_features, speaker_row_statistics,
+                                  statistics_from_moment_sums, waveform_features)
 
 log = logging.getLogger(__name__)
 
@@ -163,36 +162,6 @@ def strong_augment(logmel: tf.Tensor, seed: tf.Tensor, *, freq_mask_bands: int,
     return rolled + offset[:, tf.newaxis, tf.newaxis]
 
 
-def clip_band_moments(waveforms: tf.Tensor, num_samples: tf.Tensor,
-                      config: FrontEndConfig) -> tf.Tensor:
-    """Per clip, the count, sum and sum of squares of its voiced log-mel frames.
-
-    waveforms [B, S] float32 in [-1, 1] (zero-padded past num_samples [B]) ->
-    [B, 1 + 2 * mels] float32: frames, per-band sums, per-band sums of squares.
-    What a speaker's statistics are accumulated from (`speaker_statistics`,
-    the exported `speaker_statistics` signature).
-    """
-    logmel = log_mel(waveforms, config)
-    start, end = voiced_bounds(logmel, num_frames_for(num_samples, config),
-                               config.trim_db)
-    frame_ids = tf.range(tf.shape(logmel)[1])[tf.newaxis, :]
-    voiced = tf.logical_and(frame_ids >= start[:, tf.newaxis],
-                            frame_ids <= end[:, tf.newaxis])
-    weight = tf.expand_dims(tf.cast(voiced, tf.float32), -1)
-    count = tf.reduce_sum(weight, axis=[1, 2])
-    return tf.concat([count[:, tf.newaxis],
-                      tf.reduce_sum(logmel * weight, axis=1),
-                      tf.reduce_sum(tf.square(logmel) * weight, axis=1)], axis=1)
-
-
-def statistics_from_sums(count: float, sums: np.ndarray, squares: np.ndarray
-                         ) -> BandStatistics:
-    """Band statistics from a frame count and per-band sums / sums of squares."""
-    accumulator = StatisticsAccumulator(len(sums))
-    accumulator.add_moments(count, sums, squares)
-    return accumulator.result()
-
-
 @functools.lru_cache(maxsize=8)
 def _speaker_statistics(data_dir: str, files: tuple[str, ...], stamp: int,
                         config: FrontEndConfig) -> dict[str, BandStatistics]:
@@ -214,8 +183,7 @@ def _speaker_statistics(data_dir: str, files: tuple[str, ...], stamp: int,
             moments[name] = moments.get(name, 0.0) + row
             clips += 1
     log.info("speaker statistics: %d speakers from their %d clips", len(moments), clips)
-    mels = config.num_mels
-    return {name: statistics_from_sums(row[0], row[1:1 + mels], row[1 + mels:])
+    return {name: statistics_from_moment_sums(row, config.num_mels)
             for name, row in sorted(moments.items())}
 
 

@@ -19,7 +19,10 @@ Checks before the rename: the warm-up requests run the way TF Serving runs them
 (a TF1 session over the SavedModel); the SavedModel reloaded with
 `tf.saved_model.load` against the in-memory Keras model on every test clip; and
 each TFLite model against the SavedModel (argmax agreement, max abs difference,
-UAR) on every test clip.
+UAR) on every test clip. A speaker-normalised model is fed each clip's
+speaker's moments (from the statistics training used), and its
+`speaker_moments` signature, summed over each test speaker's clips, is checked
+against those statistics.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ import numpy as np
 import tensorflow as tf
 
 from i2a_tf.config import Config, ConfigError, check_trained_frontend
+from i2a_tf.data import frontend
 from i2a_tf.data.dataset_info import DatasetInfo
-from i2a_tf.data.pipeline import eval_dataset, split_clips
+from i2a_tf.data.pipeline import eval_dataset, speaker_statistics, split_clips
 from i2a_tf.export import tflite, warmup
-from i2a_tf.export.serving import (CLIENT_JSON, WAVEFORM_SIGNATURE, ServingModule,
-                                   client_metadata, existing_versions)
+from i2a_tf.export.serving import (CLIENT_JSON, SPEAKER_INPUT, SPEAKER_SIGNATURE,
+                                   WAVEFORM_SIGNATURE, ServingModule, client_metadata,
+                                   existing_versions)
 from i2a_tf.models.evaluation import classification_metrics, run_over_split
 
 log = logging.getLogger(__name__)
@@ -163,11 +168,52 @@ def _keras_probabilities(config: Config, data: DatasetInfo, classifier,
     return np.stack([by_index[i] for i in order])
 
 
+def _speaker_moments(config: Config, data: DatasetInfo) -> dict[str, np.ndarray]:
+    """Speaker -> the `[1 + 2 * mels]` moments a speaker-normalised model is
+    given with that speaker's clips (those of the statistics training used);
+    {} without speaker normalisation."""
+    if config.frontend.speaker_normalisation == "none":
+        return {}
+    return {name: frontend.moment_sums_of(statistics) for name, statistics
+            in speaker_statistics(data, config.frontend).items()}
+
+
+def _speaker_inputs(moments: dict[str, np.ndarray], clip: dict) -> dict:
+    """The extra keyword inputs of `clip` for a served signature: its
+    speaker's moments at batch 1, or none."""
+    if not moments:
+        return {}
+    return {SPEAKER_INPUT: tf.constant(moments[clip["speaker"]][None])}
+
+
+def _speaker_signature_check(loaded, moments: dict[str, np.ndarray], clips: list[dict],
+                             num_mels: int) -> dict:
+    """The served `speaker_moments` signature, summed over each test speaker's
+    clips, against the statistics the training pipeline used for that speaker
+    (a test speaker's clips are all in the test split): max |difference| of
+    the band means and stds."""
+    signature = loaded.signatures[SPEAKER_SIGNATURE]
+    sums: dict[str, np.ndarray] = {}
+    for clip in clips:
+        row = signature(waveform=tf.constant(clip["waveform"][None]))["moments"]
+        sums[clip["speaker"]] = sums.get(clip["speaker"], 0.0) + row.numpy()[0].astype(
+            np.float64)
+    worst_mean = worst_std = 0.0
+    for speaker, total in sums.items():
+        served = frontend.statistics_from_moment_sums(total, num_mels)
+        used = frontend.statistics_from_moment_sums(moments[speaker], num_mels)
+        worst_mean = max(worst_mean, float(np.abs(served.mean - used.mean).max()))
+        worst_std = max(worst_std, float(np.abs(served.std - used.std).max()))
+    return {"speakers": len(sums), "max_abs_mean_difference": worst_mean,
+            "max_abs_std_difference": worst_std}
+
+
 def _saved_model_entry(config, data, classifier, loaded, directory, clips,
-                       latency_clip: np.ndarray) -> tuple:
+                       latency_clip: np.ndarray, moments: dict) -> tuple:
     serve = loaded.signatures[WAVEFORM_SIGNATURE]
     order = np.array([c["index"] for c in clips])
-    served = np.stack([serve(waveform=tf.constant(c["waveform"][None]))
+    served = np.stack([serve(waveform=tf.constant(c["waveform"][None]),
+                             **_speaker_inputs(moments, c))
                        ["probabilities"].numpy()[0] for c in clips])
     in_memory = _keras_probabilities(config, data, classifier, order)
     true_labels = np.array([c["true_label"] for c in clips])
@@ -178,8 +224,12 @@ def _saved_model_entry(config, data, classifier, loaded, directory, clips,
              **{f"{k}_vs_keras" if k != "uar" else k: v for k, v in
                 _compare(served, in_memory, true_labels, data.classes).items()}}
     clip = tf.constant(latency_clip[None])
-    entry["latency_ms_per_clip"] = _mean_ms(lambda: serve(waveform=clip),
+    extra = _speaker_inputs(moments, clips[0])
+    entry["latency_ms_per_clip"] = _mean_ms(lambda: serve(waveform=clip, **extra),
                                             config.export.latency_runs)
+    if moments:
+        entry["speaker_moments_vs_training"] = _speaker_signature_check(
+            loaded, moments, clips, config.frontend.num_mels)
     return entry, served, true_labels
 
 
@@ -191,15 +241,23 @@ def _calibration_clips(data: DatasetInfo, count: int) -> list[dict]:
     return clips
 
 
+def _lite_inputs(moments: dict[str, np.ndarray], clip: dict) -> list[np.ndarray]:
+    """`lite_function`'s inputs for `clip`, in its argument order."""
+    inputs = [clip["waveform"][None, :]]
+    if moments:
+        inputs.append(moments[clip["speaker"]][None])
+    return inputs
+
+
 def _convert(config: Config, lite_function, variant: str, calibration: list[dict],
-             metadata: dict) -> tuple[bytes, dict]:
+             metadata: dict, moments: dict) -> tuple[bytes, dict]:
     """One TFLite variant, and what the report records of its settings."""
     if variant != "int8":
         return tflite.finalize(tflite.convert(lite_function, variant), metadata), {}
 
     def representative():
         for clip in calibration:
-            yield [clip["waveform"][None, :]]
+            yield _lite_inputs(moments, clip)
 
     export = config.export
     how = {"int8_weights": export.int8_weights, "int8_frontend": export.int8_frontend}
@@ -207,7 +265,7 @@ def _convert(config: Config, lite_function, variant: str, calibration: list[dict
         model = tflite.convert(lite_function, variant, representative,
                                export.int8_frontend, per_channel=False)
         checked = calibration[:AUTO_CHECK_CLIPS]
-        agreement = _agreement_with_float(model, lite_function, checked)
+        agreement = _agreement_with_float(model, lite_function, checked, moments)
         per_tensor = agreement >= INT8_MIN_AGREEMENT
         how.update(int8_weights="per_tensor" if per_tensor else "per_channel",
                    int8_weights_chosen_by=(
@@ -221,16 +279,18 @@ def _convert(config: Config, lite_function, variant: str, calibration: list[dict
     return tflite.finalize(model, metadata), how
 
 
-def _agreement_with_float(model: bytes, lite_function, clips: list[dict]) -> float:
+def _agreement_with_float(model: bytes, lite_function, clips: list[dict],
+                          moments: dict) -> float:
     """Fraction of `clips` whose argmax the TFLite `model` shares with the
     float graph it was converted from."""
     runner = tflite.LiteModel(model, num_threads=1)
-    hits = [int(np.argmax(runner.probabilities(clip["waveform"]))) == int(np.argmax(
-        lite_function(tf.constant(clip["waveform"][None]))["probabilities"].numpy()[0]))
-        for clip in clips]
+    hits = []
+    for clip in clips:
+        inputs = _lite_inputs(moments, clip)
+        lite = runner.probabilities(*[x[0] for x in inputs])
+        graph = lite_function(*[tf.constant(x) for x in inputs])["probabilities"]
+        hits.append(int(np.argmax(lite)) == int(np.argmax(graph.numpy()[0])))
     return float(np.mean(hits)) if hits else 0.0
-
-
 
 
 def _targets(variants: dict) -> dict:
@@ -334,8 +394,12 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
     module = ServingModule(classifier, data.classes, data.statistics, config.frontend,
                            client_json=client_json)
     tf.saved_model.save(module, sm_tmp, signatures=module.signatures())
-    warmup.write_warmup_requests(sm_tmp, config.export.model_name,
-                                 warmup.warmup_batches(config.frontend))
+    moments = _speaker_moments(config, data)
+    # Warm-up requests carry generated tones; a speaker-normalised model gets
+    # the training split's band statistics as their "speaker".
+    warmup.write_warmup_requests(
+        sm_tmp, config.export.model_name, warmup.warmup_batches(config.frontend),
+        frontend.moment_sums_of(data.statistics) if moments else None)
     log.info("wrote the SavedModel; checking it on the test split")
     # TF Serving's own loading path first: a TF1 session over the SavedModel.
     warmup.run_warmup_requests(sm_tmp)
@@ -343,7 +407,7 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
     clips = split_clips(data, "test")
     latency_clip = _latency_clip(clips, config.frontend.sample_rate)
     saved_entry, served, true_labels = _saved_model_entry(
-        config, data, classifier, loaded, sm_tmp, clips, latency_clip)
+        config, data, classifier, loaded, sm_tmp, clips, latency_clip, moments)
     calibration = _calibration_clips(data, config.export.representative_clips)
     if not calibration and "int8" in config.export.tflite_variants:
         raise ConfigError(f"--tflite_variants=int8: the training splits in "
@@ -352,17 +416,21 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
     variants = {}
     for variant in config.export.tflite_variants:
         log.info("converting the %s TFLite model", variant)
-        model, how = _convert(config, lite_function, variant, calibration, metadata)
+        model, how = _convert(config, lite_function, variant, calibration, metadata,
+                              moments)
         path = os.path.join(lite_tmp, f"{variant}.tflite")
         with open(path, "wb") as f:
             f.write(model)
         runner = tflite.LiteModel(model, num_threads=1)
-        probabilities = np.stack([runner.probabilities(c["waveform"]) for c in clips])
+        probabilities = np.stack([runner.probabilities(
+            *[x[0] for x in _lite_inputs(moments, c)]) for c in clips])
         entry = {"path": path, "bytes": len(model), "runtime": runner.runtime, **how,
                  **_compare(probabilities, served, true_labels, data.classes)}
         entry["uar_drop_points"] = 100.0 * (saved_entry["uar"] - entry["uar"])
+        latency_inputs = [latency_clip, *[x[0] for x in _lite_inputs(
+            moments, clips[0])[1:]]]
         entry["latency_ms_per_clip"] = _mean_ms(
-            lambda: runner.probabilities(latency_clip), config.export.latency_runs)
+            lambda: runner.probabilities(*latency_inputs), config.export.latency_runs)
         variants[variant] = entry
     if "float32" in variants:
         for entry in variants.values():
@@ -372,6 +440,7 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
         "version": version,
         "classifier": config.classifier_path,
         "class_names": list(data.classes),
+        "speaker_normalisation": config.frontend.speaker_normalisation,
         "test_clips": len(clips),
         "comparison": "argmax agreement, max |p - p_ref| and UAR on every test clip, "
                       "whole clips at batch 1; TFLite against the SavedModel, the "

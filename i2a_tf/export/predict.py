@@ -16,6 +16,12 @@ overlap, the last one ending at the file's end; windows whose RMS level is more
 than `trim_db` below the file's loudest window are silence and skipped, and the
 probabilities of the others are averaged.
 
+A model trained with `--speaker_normalisation` normalises each clip by its
+speaker's log-mel statistics: the files of one predict call are taken to be
+one speaker's clips, and their summed `speaker_moments` (every readable file)
+normalise each of them; the lines then say how many files that was
+("speaker_files"). Run one call per speaker.
+
 Output lines (stdout):
   {"path": ..., "class": "anger", "probabilities": {"anger": 0.71, ...},
    "seconds": 2.1, "windows": 2}
@@ -35,10 +41,11 @@ import numpy as np
 import tensorflow as tf
 
 from i2a_tf.config import Config, ConfigError, FrontEndConfig
+from i2a_tf.data import frontend
 from i2a_tf.data.audio_files import AudioReadError, read_waveform
 from i2a_tf.export import tflite
-from i2a_tf.export.serving import (CLIENT_JSON, WAVEFORM_SIGNATURE, existing_versions,
-                                   window_samples)
+from i2a_tf.export.serving import (CLIENT_JSON, SPEAKER_INPUT, WAVEFORM_SIGNATURE,
+                                   existing_versions, window_samples)
 
 # Windows per forward pass: bounds memory on long files (an hour is 3,600 windows).
 WINDOW_BATCH = 32
@@ -58,11 +65,18 @@ class SavedModelClassifier:
         self._loaded = tf.saved_model.load(directory)
         self._serve = self._loaded.signatures[WAVEFORM_SIGNATURE]
 
-    def probabilities(self, windows: np.ndarray) -> np.ndarray:
-        """[K, samples] float32 -> [K, C], WINDOW_BATCH windows at a time."""
-        return np.concatenate([
-            self._serve(waveform=tf.constant(windows[i:i + WINDOW_BATCH]))
-            ["probabilities"].numpy() for i in range(0, len(windows), WINDOW_BATCH)])
+    def probabilities(self, windows: np.ndarray,
+                      speaker_moments: np.ndarray | None = None) -> np.ndarray:
+        """[K, samples] float32 -> [K, C], WINDOW_BATCH windows at a time;
+        `speaker_moments` [1 + 2 * mels] for a speaker-normalised model."""
+        out = []
+        for i in range(0, len(windows), WINDOW_BATCH):
+            batch = windows[i:i + WINDOW_BATCH]
+            extra = {} if speaker_moments is None else {SPEAKER_INPUT: tf.constant(
+                np.tile(speaker_moments[None], [len(batch), 1]))}
+            out.append(self._serve(waveform=tf.constant(batch), **extra)
+                       ["probabilities"].numpy())
+        return np.concatenate(out)
 
 
 class TFLiteClassifier:
@@ -83,8 +97,10 @@ class TFLiteClassifier:
                               "TFLite model written by --mode=export")
         self._model = tflite.LiteModel(model)
 
-    def probabilities(self, windows: np.ndarray) -> np.ndarray:
-        return np.stack([self._model.probabilities(w) for w in windows])
+    def probabilities(self, windows: np.ndarray,
+                      speaker_moments: np.ndarray | None = None) -> np.ndarray:
+        extra = [] if speaker_moments is None else [speaker_moments]
+        return np.stack([self._model.probabilities(w, *extra) for w in windows])
 
 
 def resolve_model(config: Config) -> str:
@@ -132,23 +148,55 @@ def windows(waveform: np.ndarray, window: int, trim_db: float) -> np.ndarray:
     return cuts
 
 
-def predict_file(classifier, path: str) -> dict:
-    """The JSON line of one file (raises AudioReadError if it cannot be read or
-    is shorter than one STFT window)."""
-    metadata = classifier.metadata
-    front_end = FrontEndConfig(**metadata["frontend"])
+def _front_end(metadata: dict) -> FrontEndConfig:
+    return FrontEndConfig(**metadata["frontend"])
+
+
+def _read(path: str, front_end: FrontEndConfig) -> np.ndarray:
+    """[samples] float32 in [-1, 1] at the model's rate (raises AudioReadError
+    if unreadable or shorter than one STFT window)."""
     rate = front_end.sample_rate
     waveform = read_waveform(path, rate).astype(np.float32) / 32768.0
     if len(waveform) < front_end.frame_length:
         raise AudioReadError(path, f"too short to classify: {len(waveform)} samples at "
                              f"{rate} Hz, less than one {front_end.frame_length}-sample "
                              "analysis window")
+    return waveform
+
+
+def speaker_moments(paths: list[str], front_end: FrontEndConfig
+                    ) -> tuple[np.ndarray | None, int]:
+    """The summed `clip_band_moments` of every readable file of `paths` (one
+    speaker's clips), and how many files that was; (None, 0) if none is."""
+    total, used = None, 0
+    for path in paths:
+        try:
+            waveform = _read(path, front_end)
+        except AudioReadError:
+            continue  # predict reports it on the file's own line
+        row = frontend.clip_band_moments(tf.constant(waveform[None]),
+                                         tf.constant([len(waveform)]), front_end)
+        row = row.numpy()[0].astype(np.float64)
+        total = row if total is None else total + row
+        used += 1
+    return (None if total is None else total.astype(np.float32)), used
+
+
+def predict_file(classifier, path: str,
+                 moments: np.ndarray | None = None) -> dict:
+    """The JSON line of one file (raises AudioReadError if it cannot be read or
+    is shorter than one STFT window); `moments`: the speaker's summed moments,
+    for a speaker-normalised model."""
+    metadata = classifier.metadata
+    front_end = _front_end(metadata)
+    waveform = _read(path, front_end)
     cuts = windows(waveform, window_samples(front_end), front_end.trim_db)
-    probabilities = classifier.probabilities(cuts).mean(axis=0)
+    probabilities = classifier.probabilities(cuts, moments).mean(axis=0)
     names = metadata["class_names"]
     return {"path": path, "class": names[int(np.argmax(probabilities))],
             "probabilities": {n: round(float(p), 6) for n, p in zip(names, probabilities)},
-            "seconds": round(len(waveform) / rate, 3), "windows": int(len(cuts))}
+            "seconds": round(len(waveform) / front_end.sample_rate, 3),
+            "windows": int(len(cuts))}
 
 
 def predict(config: Config, files: list[str], out: TextIO = sys.stdout) -> int:
@@ -157,10 +205,16 @@ def predict(config: Config, files: list[str], out: TextIO = sys.stdout) -> int:
     if not files:
         raise ConfigError("--mode=predict: give one or more audio files after the flags")
     classifier = load_classifier(resolve_model(config))
+    moments, speaker_files = None, 0
+    if "speaker_normalisation" in classifier.metadata:
+        moments, speaker_files = speaker_moments(files,
+                                                 _front_end(classifier.metadata))
     failed = 0
     for path in files:
         try:
-            line = predict_file(classifier, path)
+            line = predict_file(classifier, path, moments)
+            if speaker_files:
+                line["speaker_files"] = speaker_files
         except AudioReadError as error:
             failed += 1
             line = {"path": path, "error": error.reason}

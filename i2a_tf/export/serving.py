@@ -5,7 +5,10 @@ class probabilities out, with the front end and its statistics inside the graph.
 `i2a_tf.data.frontend` (the code the training pipeline runs, not a copy) and the
 band statistics of the training split. Its three signatures are what the
 SavedModel serves; `lite_function` is the graph the TFLite models are converted
-from.
+from. A model trained with `--speaker_normalisation` normalises each clip by its
+speaker's statistics: its waveform and examples signatures also take
+`speaker_moments` (the summed output of a fourth signature, `speaker_moments`,
+over the speaker's clips), and so does its TFLite model.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ FRONTEND_SCOPE = "frontend"
 WAVEFORM_SIGNATURE = "serving_default"
 LOGMEL_SIGNATURE = "classify_logmel"
 EXAMPLES_SIGNATURE = "serve_examples"
+SPEAKER_SIGNATURE = "speaker_moments"
+SPEAKER_INPUT = "speaker_moments"
 
 
 def existing_versions(base: str) -> list[int]:
@@ -48,7 +53,7 @@ def window_samples(config: FrontEndConfig) -> int:
 def client_metadata(class_names: tuple[str, ...], statistics: BandStatistics,
                     config: FrontEndConfig) -> dict:
     """What a client needs beside the model: label order and the front end."""
-    return {
+    metadata = {
         "format_version": CLIENT_JSON_VERSION,
         "class_names": list(class_names),
         "sample_rate": config.sample_rate,
@@ -69,6 +74,22 @@ def client_metadata(class_names: tuple[str, ...], statistics: BandStatistics,
         "outputs": "probabilities float32 [batch, classes] (in class_names order), "
                    "class_ids int64 [batch], class_names string [batch]",
     }
+    if config.speaker_normalisation != "none":
+        moments = (f"{SPEAKER_INPUT}: float32 [batch, {1 + 2 * config.num_mels}], "
+                   "each row's speaker's summed speaker_moments (frames, per-band "
+                   "sums, per-band sums of squares of the voiced log-mel frames)")
+        metadata["speaker_normalisation"] = {
+            "mode": config.speaker_normalisation,
+            "how": "each clip is normalised by its speaker's log-mel band "
+                   "statistics: run speaker_moments on the speaker's clips (as "
+                   "many as there are, unlabeled), sum its rows, and pass the sum "
+                   f"as {SPEAKER_INPUT} with every clip of that speaker"}
+        metadata["inputs"][WAVEFORM_SIGNATURE] += "; " + moments
+        metadata["inputs"][EXAMPLES_SIGNATURE] += "; " + moments
+        metadata["inputs"][SPEAKER_SIGNATURE] = (
+            "waveform: float32 [batch, samples], clips of one speaker, one per row "
+            "-> moments float32 [batch, 1 + 2 * num_mels], one row per clip")
+    return metadata
 
 
 class ServingModule(tf.Module):
@@ -96,16 +117,22 @@ class ServingModule(tf.Module):
         if client_json is not None:
             self.client_json = tf.saved_model.Asset(client_json)
         spec = tf.TensorSpec
+        self._by_speaker = config.speaker_normalisation != "none"
+        speaker = [self._moments_spec(None)] if self._by_speaker else []
         self.serve_waveform = tf.function(
             self._serve_waveform,
-            input_signature=[spec([None, None], tf.float32, name="waveform")])
+            input_signature=[spec([None, None], tf.float32, name="waveform"), *speaker])
         self.classify_logmel = tf.function(
             self._classify_logmel,
             input_signature=[spec([None, config.num_mels, config.num_frames],
                                   tf.float32, name="logmel")])
         self.serve_examples = tf.function(
             self._serve_examples,
-            input_signature=[spec([None], tf.string, name="examples")])
+            input_signature=[spec([None], tf.string, name="examples"), *speaker])
+        if self._by_speaker:
+            self.speaker_moments = tf.function(
+                self._speaker_moments,
+                input_signature=[spec([None, None], tf.float32, name="waveform")])
         # Track the tf.Variables the traced graphs read, not their Keras wrappers:
         # with only the wrappers tracked (a plain `tf.saved_model.save` of a
         # Keras 3 model), the TF1 / C++ loader that TF Serving and
@@ -119,10 +146,23 @@ class ServingModule(tf.Module):
              for v in function.variables}.values(),
             key=lambda v: (v.name, tuple(v.shape)))
 
+    @property
+    def speaker_normalised(self) -> bool:
+        """Whether the waveform signatures take a `speaker_moments` input."""
+        return self._by_speaker
+
+    def _moments_spec(self, batch: int | None) -> tf.TensorSpec:
+        return tf.TensorSpec([batch, 1 + 2 * self._config.num_mels], tf.float32,
+                             name=SPEAKER_INPUT)
+
     def signatures(self) -> dict:
-        return {WAVEFORM_SIGNATURE: self.serve_waveform.get_concrete_function(),
-                LOGMEL_SIGNATURE: self.classify_logmel.get_concrete_function(),
-                EXAMPLES_SIGNATURE: self.serve_examples.get_concrete_function()}
+        functions = {WAVEFORM_SIGNATURE: self.serve_waveform,
+                     LOGMEL_SIGNATURE: self.classify_logmel,
+                     EXAMPLES_SIGNATURE: self.serve_examples}
+        if self._by_speaker:
+            functions[SPEAKER_SIGNATURE] = self.speaker_moments
+        return {name: function.get_concrete_function()
+                for name, function in functions.items()}
 
     def _probabilities(self, logmel: tf.Tensor) -> tf.Tensor:
         return tf.nn.softmax(self._logits(logmel), axis=-1)
@@ -134,22 +174,30 @@ class ServingModule(tf.Module):
                 "class_names": tf.gather(self._class_names, class_ids)}
 
     def _features(self, waveform: tf.Tensor, num_samples: tf.Tensor,
-                  compact_mel: bool = False) -> tf.Tensor:
+                  compact_mel: bool = False,
+                  speaker_moments: tf.Tensor | None = None) -> tf.Tensor:
         with tf.name_scope(FRONTEND_SCOPE):
+            speaker = None
+            if self._by_speaker:
+                speaker = frontend.speaker_row_statistics(
+                    *frontend.moment_sums_statistics(speaker_moments),
+                    self._statistics, self._config.speaker_normalisation)
             return frontend.waveform_features(waveform, num_samples, self._statistics,
-                                              self._config, compact_mel=compact_mel)
+                                              self._config, compact_mel=compact_mel,
+                                              speaker=speaker)
 
     def _whole_rows(self, waveform: tf.Tensor) -> tf.Tensor:
         """[B] every row's full length (a served batch is not zero-padded)."""
         return tf.fill(tf.shape(waveform)[:1], tf.shape(waveform)[1])
 
-    def _serve_waveform(self, waveform):
-        return self._outputs(self._features(waveform, self._whole_rows(waveform)))
+    def _serve_waveform(self, waveform, speaker_moments=None):
+        return self._outputs(self._features(waveform, self._whole_rows(waveform),
+                                            speaker_moments=speaker_moments))
 
     def _classify_logmel(self, logmel):
         return self._outputs(logmel)
 
-    def _serve_examples(self, examples):
+    def _serve_examples(self, examples, speaker_moments=None):
         features = schema.parse_audio(examples, served_only=True)
         rate_ok = tf.debugging.assert_equal(
             features["sample_rate"], tf.constant(self._config.sample_rate, tf.int64),
@@ -162,14 +210,31 @@ class ServingModule(tf.Module):
         samples = tf.io.decode_raw(features["waveform"], tf.int16, little_endian=True,
                                    fixed_length=2 * longest)
         waveform = schema.waveform_to_float(samples)
-        return self._outputs(self._features(waveform, num_samples))
+        return self._outputs(self._features(waveform, num_samples,
+                                            speaker_moments=speaker_moments))
+
+    def _speaker_moments(self, waveform):
+        with tf.name_scope(FRONTEND_SCOPE):
+            return {"moments": frontend.clip_band_moments(
+                waveform, self._whole_rows(waveform), self._config)}
 
     def lite_function(self):
-        """`waveform [1, samples] -> probabilities [1, C]`, for TFLite: the
-        compact mel projection (a 64 x 20 table instead of a 257 x 64 matrix)
-        and one output, since class names travel in the model's metadata."""
-        @tf.function(input_signature=[
-            tf.TensorSpec([1, None], tf.float32, name="waveform")])
+        """`waveform [1, samples] (, speaker_moments [1, 1 + 2 * mels]) ->
+        probabilities [1, C]`, for TFLite: the compact mel projection (a 64 x 20
+        table instead of a 257 x 64 matrix) and one output, since class names
+        travel in the model's metadata. The second input only for a speaker-
+        normalised model."""
+        waveform_spec = tf.TensorSpec([1, None], tf.float32, name="waveform")
+        if self._by_speaker:
+            @tf.function(input_signature=[waveform_spec, self._moments_spec(1)])
+            def probabilities(waveform, speaker_moments):
+                features = self._features(waveform, self._whole_rows(waveform),
+                                          compact_mel=True,
+                                          speaker_moments=speaker_moments)
+                return {"probabilities": self._probabilities(features)}
+            return probabilities
+
+        @tf.function(input_signature=[waveform_spec])
         def probabilities(waveform):
             features = self._features(waveform, self._whole_rows(waveform),
                                       compact_mel=True)

@@ -1,7 +1,8 @@
 """TFLite / LiteRT models: conversion, metadata, and a runner.
 
 Every variant converts `ServingModule.lite_function` (waveform [1, samples] ->
-probabilities [1, C], any length) with TFLite builtin ops only: the LiteRT
+probabilities [1, C], any length; a speaker-normalised model also takes
+speaker_moments [1, 1 + 2 * mels]) with TFLite builtin ops only: the LiteRT
 runtime of `ai-edge-litert` cannot run Select TF ops.
 
 Variants:
@@ -34,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
-from i2a_tf.export.serving import CLIENT_JSON, FRONTEND_SCOPE
+from i2a_tf.export.serving import CLIENT_JSON, FRONTEND_SCOPE, SPEAKER_INPUT
 
 Representative = Callable[[], Iterable[list[np.ndarray]]]
 
@@ -119,7 +120,8 @@ def read_metadata(model: bytes) -> dict | None:
 class LiteModel:
     """A `.tflite` classifier run by the LiteRT interpreter (`ai-edge-litert`).
 
-    `probabilities(waveform)` takes one clip, [samples] float32, of any length.
+    `probabilities(waveform)` takes one clip, [samples] float32, of any length
+    (and the speaker's summed moments, for a speaker-normalised model).
     `runtime` says what runs it: 'xnnpack' (LiteRT's default CPU delegate), or
     'builtin' when XNNPack refuses the graph (seen with an int8 model of a
     collapsed classifier whose activations have degenerate ranges); the
@@ -137,20 +139,36 @@ class LiteModel:
         options = {} if resolver is None else {"experimental_op_resolver_type": resolver}
         self._interpreter = Interpreter(model_content=self._model,
                                         num_threads=self._num_threads, **options)
-        self._input = self._interpreter.get_input_details()[0]["index"]
+        inputs = self._interpreter.get_input_details()
+        speaker = [d["index"] for d in inputs if SPEAKER_INPUT in d["name"]]
+        self._speaker_input = speaker[0] if speaker else None
+        self._input = next(d["index"] for d in inputs if d["index"] not in speaker)
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._length = None
 
-    def _set(self, waveform: np.ndarray) -> None:
+    @property
+    def speaker_normalised(self) -> bool:
+        """Whether the model takes `speaker_moments` beside the waveform."""
+        return self._speaker_input is not None
+
+    def _set(self, waveform: np.ndarray, speaker_moments: np.ndarray | None) -> None:
         waveform = np.asarray(waveform, np.float32)[None, :]
+        if (speaker_moments is None) != (self._speaker_input is None):
+            raise ValueError(
+                "this TFLite model is speaker-normalised: pass the speaker's summed "
+                "speaker_moments" if self._speaker_input is not None else
+                "this TFLite model takes no speaker_moments")
         if self._length != waveform.shape[1]:
             self._interpreter.resize_tensor_input(self._input, waveform.shape)
             self._interpreter.allocate_tensors()
             self._length = waveform.shape[1]
         self._interpreter.set_tensor(self._input, waveform)
+        if self._speaker_input is not None:
+            self._interpreter.set_tensor(
+                self._speaker_input, np.asarray(speaker_moments, np.float32)[None, :])
 
-    def _invoke(self, waveform: np.ndarray) -> None:
-        self._set(waveform)
+    def _invoke(self, waveform: np.ndarray, speaker_moments: np.ndarray | None) -> None:
+        self._set(waveform, speaker_moments)
         try:
             self._interpreter.invoke()
         except RuntimeError as error:
@@ -162,9 +180,12 @@ class LiteModel:
                 "kernels", str(error).splitlines()[0][:200])
             self.runtime = "builtin"
             self._build(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-            self._set(waveform)
+            self._set(waveform, speaker_moments)
             self._interpreter.invoke()
 
-    def probabilities(self, waveform: np.ndarray) -> np.ndarray:
-        self._invoke(waveform)
+    def probabilities(self, waveform: np.ndarray,
+                      speaker_moments: np.ndarray | None = None) -> np.ndarray:
+        """[C] class probabilities of one clip; `speaker_moments` [1 + 2 * mels]
+        (the speaker's summed moments) for a speaker-normalised model only."""
+        self._invoke(waveform, speaker_moments)
         return self._interpreter.get_tensor(self._output)[0].copy()

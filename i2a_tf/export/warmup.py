@@ -15,7 +15,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from i2a_tf.config import FrontEndConfig
-from i2a_tf.export.serving import WAVEFORM_SIGNATURE, generated_waveforms, window_samples
+from i2a_tf.export.serving import (SPEAKER_INPUT, SPEAKER_SIGNATURE, WAVEFORM_SIGNATURE,
+                                   generated_waveforms, window_samples)
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -30,18 +31,33 @@ def warmup_batches(config: FrontEndConfig) -> list[np.ndarray]:
 
 
 def write_warmup_requests(saved_model_dir: str, model_name: str,
-                          batches: list[np.ndarray]) -> str:
-    """Writes one PredictRequest for `serving_default` per batch; returns the path."""
+                          batches: list[np.ndarray],
+                          speaker_moments: np.ndarray | None = None) -> str:
+    """Writes one PredictRequest for `serving_default` per batch; returns the path.
+
+    `speaker_moments` [1 + 2 * mels]: for a speaker-normalised model, the
+    moments every row's request carries, and one more request runs the
+    `speaker_moments` signature on the first batch."""
     path = os.path.join(saved_model_dir, WARMUP_DIR, WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def request(signature: str, inputs: dict) -> bytes:
+        message = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+            name=model_name, signature_name=signature))
+        for name, value in inputs.items():
+            message.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+            request=message)).SerializeToString()
+
     with tf.io.TFRecordWriter(path) as writer:
         for batch in batches:
-            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
-                name=model_name, signature_name=WAVEFORM_SIGNATURE))
-            request.inputs["waveform"].CopyFrom(tf.make_tensor_proto(batch))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
+            inputs = {"waveform": batch}
+            if speaker_moments is not None:
+                inputs[SPEAKER_INPUT] = np.tile(
+                    np.asarray(speaker_moments, np.float32)[None], [len(batch), 1])
+            writer.write(request(WAVEFORM_SIGNATURE, inputs))
+        if speaker_moments is not None and batches:
+            writer.write(request(SPEAKER_SIGNATURE, {"waveform": batches[0]}))
     return path
 
 
