@@ -177,3 +177,51 @@ def test_front_end_converts_to_tflite_with_builtin_ops_only():
         [features.get_concrete_function()], features)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     assert len(converter.convert()) > 0  # raises on any op without a builtin
+
+
+def test_clip_band_moments_sum_to_the_statistics_of_the_pooled_voiced_frames():
+    clips = [tone(0.6, freq=f, silence_s=0.1) for f in (150, 260, 410)]
+    longest = max(len(c) for c in clips)
+    batch = np.stack([np.pad(c, (0, longest - len(c))) for c in clips]).astype(np.float32)
+    lengths = [len(c) for c in clips]
+    moments = frontend.clip_band_moments(batch, lengths, CONFIG).numpy()
+    assert moments.shape == (3, 1 + 2 * CONFIG.num_mels)
+    pooled = []
+    for clip in clips:  # each clip on its own, through the unbatched path
+        logmel = frontend.log_mel(clip[None].astype(np.float32), CONFIG)
+        count = frontend.num_frames_for([len(clip)], CONFIG)
+        start, end = frontend.voiced_bounds(logmel, count, CONFIG.trim_db)
+        pooled.append(logmel.numpy()[0, int(start[0]):int(end[0]) + 1])
+    frames = np.concatenate(pooled).astype(np.float64)
+    total = moments.astype(np.float64).sum(0)
+    assert total[0] == len(frames)
+    statistics = frontend.statistics_from_moment_sums(total, CONFIG.num_mels)
+    np.testing.assert_allclose(statistics.mean, frames.mean(0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(statistics.std, frames.std(0), rtol=1e-3, atol=1e-3)
+    # The graph version (what the served model runs) agrees, and so does the
+    # one-frame-equivalent a client may send instead of summed moments.
+    mean, std = frontend.moment_sums_statistics(tf.constant(total[None], tf.float32))
+    np.testing.assert_allclose(mean.numpy()[0], statistics.mean, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(std.numpy()[0], statistics.std, rtol=1e-3, atol=1e-3)
+    again = frontend.statistics_from_moment_sums(frontend.moment_sums_of(statistics),
+                                                 CONFIG.num_mels)
+    np.testing.assert_allclose(again.mean, statistics.mean, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(again.std, statistics.std, rtol=1e-3, atol=1e-3)
+
+
+def test_speaker_row_statistics_per_mode():
+    band = frontend.BandStatistics(np.array([1.0, 2.0], np.float32),
+                                   np.array([3.0, 4.0], np.float32))
+    mean = tf.constant([[5.0, 6.0], [7.0, 8.0]])
+    std = tf.constant([[0.5, 0.25], [2.0, 1.0]])
+    assert frontend.speaker_row_statistics(mean, std, band, "none") is None
+    m, s = frontend.speaker_row_statistics(mean, std, band, "mean")
+    np.testing.assert_array_equal(m.numpy(), mean.numpy())
+    np.testing.assert_array_equal(s.numpy(), [[3.0, 4.0], [3.0, 4.0]])
+    m, s = frontend.speaker_row_statistics(mean, std, band, "mean_std")
+    np.testing.assert_array_equal(s.numpy(), std.numpy())
+    # normalise: row r, band b, frame t -> (x - m[r, b]) / s[r, b].
+    window = tf.fill([2, 3, 2], 9.0)
+    out = frontend.normalise(window, tf.ones([2, 3], tf.bool), band, (m, s)).numpy()
+    assert out.shape == (2, 2, 3)
+    np.testing.assert_allclose(out[:, :, 0], [[8.0, 12.0], [1.0, 1.0]])

@@ -297,3 +297,19 @@ def test_run_seeds_differ_between_folds_seeds_and_runs_and_variants_share_them()
     assert all(len(v) == 1 for v in by_run.values())  # variants share a run's seed
     # Without --study_train_seeds the cell's own flags decide (--seed).
     assert grid_lib.Cell(0, 0, 0.1, "supervised").train_seed is None
+
+
+def test_logreg_features_follow_the_speaker_normalisation():
+    """The baseline's clip features as if the clip's frames had been
+    normalised by its speaker's statistics (hand values, 2 bands)."""
+    import numpy as np
+    from i2a_tf.data.frontend import BandStatistics
+    from i2a_tf.study.logreg import speaker_normalised
+    features = np.array([4.0, 10.0, 2.0, 6.0, 1.5], np.float32)  # means, stds, s
+    speaker = BandStatistics(np.array([1.0, 4.0], np.float32),
+                             np.array([2.0, 3.0], np.float32))
+    np.testing.assert_array_equal(speaker_normalised(features, speaker, "none"), features)
+    np.testing.assert_array_equal(speaker_normalised(features, speaker, "mean"),
+                                  [3.0, 6.0, 2.0, 6.0, 1.5])
+    np.testing.assert_array_equal(speaker_normalised(features, speaker, "mean_std"),
+                                  [1.5, 2.0, 1.0, 2.0, 1.5])

@@ -194,12 +194,16 @@ def test_classification_metrics_by_hand():
     assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 2 / 3) / 3)
 
 
-@pytest.mark.parametrize("variant", [(), ("--strategy=mirrored", "--num_cpu_devices=2"),
+@pytest.mark.parametrize("variant", [(), ("--strategy=mirrored", "--num_cpu_devices=2",
+                                          # The speaker lookup inside the
+                                          # input pipeline of every replica.
+                                          "--speaker_normalisation=mean_std"),
                                      # The approximate kNN graph in a real run: ~30
                                      # training clips in 4 lists of 7-8, 2 probed.
                                      ("--val_speaker_fraction=0.4", "--knn_method=approximate",
                                       "--knn_k=4", "--knn_list_size=5", "--knn_probes=2")],
-                         ids=["default", "mirrored", "validation_approximate_knn"])
+                         ids=["default", "mirrored_speaker_normalised",
+                              "validation_approximate_knn"])
 def test_main_demo_prepare_train_evaluate(tmp_path, variant):
     workdir = str(tmp_path / "run")
     args = ("--flagfile=configs/demo.cfg", "--mode=prepare,train,evaluate",
