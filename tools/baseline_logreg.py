@@ -7,7 +7,10 @@ per clip here and re-split for every fold, seed and budget. Splits come from the
 subsets that `prepare --test_fold=F --seed=S --label_fraction=P` writes.
 
 `--trim_db=0` keeps every frame (no silence trimming), as a plain log-mel
-statistics baseline would.
+statistics baseline would. `--speaker_normalisation=mean|mean_std` normalises
+each clip's features by its speaker's band statistics (every clip of the
+speaker, labels unread; a test speaker's from its own clips), as the study's
+`logreg` does under that flag.
 
 Protocol (defaults): EmoDB 5 classes, leave-2-speakers-out (5 folds of the
 sorted speakers) x 3 seeds of the labeled subset, label budgets 5/10/20/100 %.
@@ -29,11 +32,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score  # noqa: E402
 
-from i2a_tf.config import DataConfig, FrontEndConfig  # noqa: E402
+from i2a_tf.config import SPEAKER_NORMALISATIONS, DataConfig, FrontEndConfig  # noqa: E402
 from i2a_tf.data import corpora, frontend, splits  # noqa: E402
 from i2a_tf.data.audio_files import AudioReadError, read_waveform  # noqa: E402
 from i2a_tf.data.label_map import LabelMap  # noqa: E402
-from i2a_tf.study.logreg import clip_statistics, fit_predict  # noqa: E402
+from i2a_tf.study.logreg import (clip_statistics, fit_predict,  # noqa: E402
+                                 speaker_normalised)
 
 CLASSES = ("anger", "disgust", "fear", "happiness", "sadness")
 
@@ -50,6 +54,8 @@ def main() -> int:
     parser.add_argument("--test_fold", type=int, default=-1,
                         help="Score only this fold (default: every fold).")
     parser.add_argument("--trim_db", type=float, default=40.0)
+    parser.add_argument("--speaker_normalisation", default="none",
+                        choices=SPEAKER_NORMALISATIONS)
     args = parser.parse_args()
     if not os.path.isdir(args.speech_dir):
         print(f"error: --speech_dir={args.speech_dir}: no such directory", file=sys.stderr)
@@ -58,7 +64,7 @@ def main() -> int:
     config = FrontEndConfig(trim_db=args.trim_db)
     label_map = LabelMap(CLASSES)
     scan = corpora.scan_speech(args.speech_corpus, args.speech_dir)
-    features, labels, speakers, ids = [], [], [], []
+    features, labels, speakers, ids, moments = [], [], [], [], {}
     for item in scan.items:
         class_id = label_map.class_id(item.label)
         if class_id is None:
@@ -68,15 +74,24 @@ def main() -> int:
         except AudioReadError as error:
             print(f"skipped {error}", file=sys.stderr)
             continue
-        features.append(clip_statistics(waveform.astype(np.float32) / 32768.0, config))
+        samples = waveform.astype(np.float32) / 32768.0
+        features.append(clip_statistics(samples, config))
+        row = frontend.clip_band_moments(samples[None], [len(samples)], config)
+        moments[item.speaker] = moments.get(item.speaker, 0.0) + row.numpy()[0].astype(
+            np.float64)
         labels.append(class_id)
         speakers.append(item.speaker)
         ids.append(item.utterance_id)
-    features, labels = np.stack(features), np.asarray(labels)
+    by_speaker = {name: frontend.statistics_from_moment_sums(row, config.num_mels)
+                  for name, row in moments.items()}
+    features = np.stack([speaker_normalised(f, by_speaker[s], args.speaker_normalisation)
+                         for f, s in zip(features, speakers)])
+    labels = np.asarray(labels)
     speakers, ids = np.asarray(speakers), np.asarray(ids)
 
     results = {"corpus": args.speech_corpus, "clips": int(len(labels)),
-               "classes": list(CLASSES), "trim_db": args.trim_db, "uar": {}}
+               "classes": list(CLASSES), "trim_db": args.trim_db,
+               "speaker_normalisation": args.speaker_normalisation, "uar": {}}
     for fraction in (float(f) for f in args.fractions.split(",")):
         runs = []
         folds = range(args.folds) if args.test_fold < 0 else [args.test_fold]
