@@ -80,10 +80,11 @@ class FrontEndConfig:
         "split's band statistics for everyone), 'mean' (subtract the speaker's "
         "own band means, then divide by the training split's std) or 'mean_std' "
         "(the speaker's own band means and stds). A speaker's statistics come "
-        "from the voiced frames of all of that speaker's clips in every split, "
-        "labels unread: a test speaker is normalised with its own (unlabeled) "
-        "test clips, and a served model needs the speaker's statistics as an "
-        "input (the speaker_statistics signature computes them from clips).",
+        "from the voiced frames of all of that speaker's prepared clips (those "
+        "of the configured classes) in every split, their labels unread: a test "
+        "speaker is normalised with its own test clips, and a served model needs "
+        "the speaker's summed moments as an input (its speaker_moments "
+        "signature computes them from clips).",
     )
 
     @property
@@ -1028,10 +1029,15 @@ def check_trained_frontend(config: Config) -> None:
         return
     with open(path, encoding="utf-8") as f:
         trained = json.load(f).get("frontend", {})
+    if not trained:
+        return
+    defaults = dataclasses.asdict(FrontEndConfig())
     for name, value in dataclasses.asdict(config.frontend).items():
-        if name in trained and trained[name] != value:
+        # A flag newer than the run's config.json: the run had its default.
+        recorded = trained.get(name, defaults[name])
+        if recorded != value:
             raise _bad(name, value, f"the classifier in {config.workdir} was trained "
-                       f"with {name}={trained[name]} ({path}); use that value")
+                       f"with {name}={recorded} ({path}); use that value")
 
 
 def write_config(config: Config, path: str) -> None:

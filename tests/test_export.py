@@ -19,7 +19,7 @@ from conftest import SMALL_DEMO, run_main, tone, write_wav
 from i2a_tf import config as config_lib
 from i2a_tf.data import frontend
 from i2a_tf.data.dataset_info import DatasetInfo
-from i2a_tf.data.pipeline import eval_dataset, speaker_statistics, split_clips
+from i2a_tf.data.pipeline import eval_dataset, speaker_moments, split_clips
 from i2a_tf.export import exporter, predict, tflite, warmup
 from i2a_tf.export.serving import CLIENT_JSON, existing_versions, window_samples
 
@@ -597,18 +597,21 @@ def test_speaker_normalised_model_depends_on_the_speaker_moments(speaker_exporte
     serve = loaded.signatures["serving_default"]
     clip = split_clips(data, "test", 1)[0]
     waveform = tf.constant(clip["waveform"][None])
-    own = frontend.moment_sums_of(
-        speaker_statistics(data, config.frontend)[clip["speaker"]])
+    own = speaker_moments(data, config.frontend)[clip["speaker"]].astype(np.float32)
     # The same clip with its own speaker's moments and with the training
     # split's statistics as its "speaker": the probabilities move.
     mine = serve(waveform=waveform, speaker_moments=tf.constant(own[None]))
     other = serve(waveform=waveform, speaker_moments=tf.constant(
-        frontend.moment_sums_of(data.statistics)[None]))
+        frontend.moment_sums_of(data.statistics, data.statistics.mean)[None]))
     assert np.abs(mine["probabilities"].numpy() - other["probabilities"].numpy()).max() > 1e-4
-    # Moments scale freely: the same statistics from 1 frame or from 1,000.
+    # Moments scale freely: the same statistics from n frames or from 1,000 n.
     scaled = serve(waveform=waveform, speaker_moments=tf.constant(1000 * own[None]))
     np.testing.assert_allclose(scaled["probabilities"].numpy(),
                                mine["probabilities"].numpy(), atol=1e-5)
+    # No frames: the training split's statistics, as with the fallback row.
+    unknown = serve(waveform=waveform, speaker_moments=tf.zeros([1, 129]))
+    np.testing.assert_allclose(unknown["probabilities"].numpy(),
+                               other["probabilities"].numpy(), atol=1e-5)
     outputs = warmup.run_warmup_requests(speaker_exported["saved_model"])
     requests = warmup.read_warmup_requests(speaker_exported["saved_model"])
     assert [r.model_spec.signature_name for r in requests][-1] == "speaker_moments"
@@ -621,6 +624,9 @@ def test_predict_normalises_the_files_of_one_call_as_one_speaker(speaker_exporte
     clips = [np.round(tone(0.45, freq=f, silence_s=0.01) * 32767).astype(np.int16)
              for f in (180, 240, 300)]
     paths = [write_wav(str(tmp_path / f"{i}.wav"), c) for i, c in enumerate(clips)]
+    corrupt = str(tmp_path / "corrupt.wav")
+    with open(corrupt, "wb") as f:
+        f.write(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
     lite = os.path.join(speaker_exported["tflite"], "float32.tflite")
     loaded = tf.saved_model.load(speaker_exported["saved_model"])
     samples = [c / 32768.0 for c in clips]
@@ -628,10 +634,11 @@ def test_predict_normalises_the_files_of_one_call_as_one_speaker(speaker_exporte
         waveform=tf.constant(s[None], tf.float32))["moments"].numpy()[0].astype(np.float64)
         for s in samples).astype(np.float32)
     for model in (speaker_exported["saved_model"], lite):
-        result = run_main("--mode=predict", f"--model={model}", *paths)
-        assert result.returncode == 0, result.stderr[-3000:]
+        result = run_main("--mode=predict", f"--model={model}", *paths, corrupt)
+        assert result.returncode == 1, result.stderr[-3000:]
         lines = [json.loads(line) for line in result.stdout.splitlines()]
-        for line, s in zip(lines, samples):
+        assert "error" in lines[-1]  # the unreadable file is left out of the moments
+        for line, s in zip(lines[:3], samples):
             assert line["speaker_files"] == 3
             expected = loaded.signatures["serving_default"](
                 waveform=tf.constant(s[None], tf.float32),

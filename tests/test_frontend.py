@@ -184,10 +184,11 @@ def test_clip_band_moments_sum_to_the_statistics_of_the_pooled_voiced_frames():
     longest = max(len(c) for c in clips)
     batch = np.stack([np.pad(c, (0, longest - len(c))) for c in clips]).astype(np.float32)
     lengths = [len(c) for c in clips]
-    moments = frontend.clip_band_moments(batch, lengths, CONFIG).numpy()
+    centre = np.linspace(-8.0, -2.0, CONFIG.num_mels).astype(np.float32)
+    moments = frontend.clip_band_moments(batch, lengths, CONFIG, centre).numpy()
     assert moments.shape == (3, 1 + 2 * CONFIG.num_mels)
     pooled = []
-    for clip in clips:  # each clip on its own, through the unbatched path
+    for clip in clips:  # each clip on its own, unpadded
         logmel = frontend.log_mel(clip[None].astype(np.float32), CONFIG)
         count = frontend.num_frames_for([len(clip)], CONFIG)
         start, end = frontend.voiced_bounds(logmel, count, CONFIG.trim_db)
@@ -195,18 +196,54 @@ def test_clip_band_moments_sum_to_the_statistics_of_the_pooled_voiced_frames():
     frames = np.concatenate(pooled).astype(np.float64)
     total = moments.astype(np.float64).sum(0)
     assert total[0] == len(frames)
-    statistics = frontend.statistics_from_moment_sums(total, CONFIG.num_mels)
+    statistics = frontend.statistics_from_moment_sums(total, centre)
     np.testing.assert_allclose(statistics.mean, frames.mean(0), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(statistics.std, frames.std(0), rtol=1e-3, atol=1e-3)
     # The graph version (what the served model runs) agrees, and so does the
     # one-frame-equivalent a client may send instead of summed moments.
-    mean, std = frontend.moment_sums_statistics(tf.constant(total[None], tf.float32))
+    band = frontend.BandStatistics(centre, np.ones_like(centre))
+    mean, std = frontend.moment_sums_statistics(tf.constant(total[None], tf.float32), band)
     np.testing.assert_allclose(mean.numpy()[0], statistics.mean, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(std.numpy()[0], statistics.std, rtol=1e-3, atol=1e-3)
-    again = frontend.statistics_from_moment_sums(frontend.moment_sums_of(statistics),
-                                                 CONFIG.num_mels)
+    again = frontend.statistics_from_moment_sums(
+        frontend.moment_sums_of(statistics, centre), centre)
     np.testing.assert_allclose(again.mean, statistics.mean, rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(again.std, statistics.std, rtol=1e-3, atol=1e-3)
+
+
+def test_centred_moments_keep_a_nearly_constant_band_in_float32():
+    """A band at the log floor (-13.8, std 0.003) over 20,000 frames: summed in
+    float32 per clip and across clips, as a client may, its std survives when
+    the moments are centred on the training band mean (uncentred, E[x^2] -
+    E[x]^2 cancels in float32 and gives ~3x the std)."""
+    rng = np.random.default_rng(0)
+    frames = (-13.8 + 0.003 * rng.standard_normal((100, 200, 1))).astype(np.float32)
+    start, end = tf.zeros([100], tf.int32), tf.fill([100], 199)
+    band = frontend.BandStatistics(np.array([-13.79], np.float32),
+                                   np.array([1.0], np.float32))
+    rows = frontend.frame_moments(frames, start, end, band.mean).numpy()
+    running = np.zeros(3, np.float32)
+    for row in rows:
+        running += row  # float32 client-side running sum
+    _, std = frontend.moment_sums_statistics(tf.constant(running[None]), band)
+    truth = frames.astype(np.float64).std()
+    assert abs(float(std[0, 0]) - truth) < 0.1 * truth
+    rows = frontend.frame_moments(frames, start, end, np.zeros(1, np.float32)).numpy()
+    running = rows.sum(0, dtype=np.float32)
+    _, uncentred = frontend.moment_sums_statistics(
+        tf.constant(running[None]), frontend.BandStatistics(np.zeros(1, np.float32),
+                                                            band.std))
+    assert abs(float(uncentred[0, 0]) - truth) > 0.1 * truth  # why centring
+
+
+def test_moments_without_frames_fall_back_to_the_training_statistics():
+    band = frontend.BandStatistics(np.array([-5.0, -6.0], np.float32),
+                                   np.array([2.0, 3.0], np.float32))
+    rows = tf.constant([[0.0, 0.0, 0.0, 0.0, 0.0], [4.0, 4.0, -4.0, 8.0, 8.0]])
+    mean, std = frontend.moment_sums_statistics(rows, band)
+    np.testing.assert_allclose(mean.numpy(), [[-5.0, -6.0], [-4.0, -7.0]])
+    # Row 2: offsets (1, -1), E[d^2] = 2 -> variance 2 - 1 = 1 per band.
+    np.testing.assert_allclose(std.numpy(), [[2.0, 3.0], [1.0, 1.0]])
 
 
 def test_speaker_row_statistics_per_mode():

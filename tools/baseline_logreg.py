@@ -9,8 +9,8 @@ subsets that `prepare --test_fold=F --seed=S --label_fraction=P` writes.
 `--trim_db=0` keeps every frame (no silence trimming), as a plain log-mel
 statistics baseline would. `--speaker_normalisation=mean|mean_std` normalises
 each clip's features by its speaker's band statistics (every clip of the
-speaker, labels unread; a test speaker's from its own clips), as the study's
-`logreg` does under that flag.
+speaker among the 5 classes, labels otherwise unread; a test speaker's from its
+own clips), as the study's `logreg` does under that flag.
 
 Protocol (defaults): EmoDB 5 classes, leave-2-speakers-out (5 folds of the
 sorted speakers) x 3 seeds of the labeled subset, label budgets 5/10/20/100 %.
@@ -36,6 +36,7 @@ from i2a_tf.config import SPEAKER_NORMALISATIONS, DataConfig, FrontEndConfig  # 
 from i2a_tf.data import corpora, frontend, splits  # noqa: E402
 from i2a_tf.data.audio_files import AudioReadError, read_waveform  # noqa: E402
 from i2a_tf.data.label_map import LabelMap  # noqa: E402
+from i2a_tf.data.pipeline import sum_moments  # noqa: E402
 from i2a_tf.study.logreg import (clip_statistics, fit_predict,  # noqa: E402
                                  speaker_normalised)
 
@@ -64,7 +65,8 @@ def main() -> int:
     config = FrontEndConfig(trim_db=args.trim_db)
     label_map = LabelMap(CLASSES)
     scan = corpora.scan_speech(args.speech_corpus, args.speech_dir)
-    features, labels, speakers, ids, moments = [], [], [], [], {}
+    features, labels, speakers, ids, moments = [], [], [], [], []
+    centre = np.zeros(config.num_mels, np.float32)
     for item in scan.items:
         class_id = label_map.class_id(item.label)
         if class_id is None:
@@ -76,14 +78,14 @@ def main() -> int:
             continue
         samples = waveform.astype(np.float32) / 32768.0
         features.append(clip_statistics(samples, config))
-        row = frontend.clip_band_moments(samples[None], [len(samples)], config)
-        moments[item.speaker] = moments.get(item.speaker, 0.0) + row.numpy()[0].astype(
-            np.float64)
+        # Uncentred (one 2-s clip per row, float64 sums across clips).
+        row = frontend.clip_band_moments(samples[None], [len(samples)], config, centre)
+        moments.append((item.speaker, row.numpy()[0]))
         labels.append(class_id)
         speakers.append(item.speaker)
         ids.append(item.utterance_id)
-    by_speaker = {name: frontend.statistics_from_moment_sums(row, config.num_mels)
-                  for name, row in moments.items()}
+    by_speaker = {name: frontend.statistics_from_moment_sums(row, centre)
+                  for name, row in sum_moments(moments).items()}
     features = np.stack([speaker_normalised(f, by_speaker[s], args.speaker_normalisation)
                          for f, s in zip(features, speakers)])
     labels = np.asarray(labels)

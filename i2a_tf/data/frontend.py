@@ -192,7 +192,9 @@ def normalise(window: tf.Tensor, valid: tf.Tensor, statistics: BandStatistics,
     window: [B, T, mels] float32; valid: [B, T] bool. `speaker`: None (every
     row uses `statistics`), or per-row (mean [B, mels], std [B, mels]) that
     replace them (speaker normalisation, `speaker_row_statistics`).
-    Returns [B, mels, T] float32, zero-mean unit-variance per band on training data.
+    Returns [B, mels, T] float32: with `statistics`, zero-mean unit-variance
+    per band on the training split; with a speaker's, zero-mean (unit-variance
+    under 'mean_std') per band over that speaker's voiced frames.
     """
     if speaker is None:
         mean = tf.constant(statistics.mean, tf.float32)
@@ -253,56 +255,86 @@ def waveform_features(waveforms: tf.Tensor, num_samples: tf.Tensor,
                            config, crop_fraction, speaker)
 
 
-def clip_band_moments(waveforms: tf.Tensor, num_samples: tf.Tensor,
-                      config: FrontEndConfig) -> tf.Tensor:
-    """Per clip, the count, sum and sum of squares of its voiced log-mel frames.
+def frame_moments(logmel: tf.Tensor, start: tf.Tensor, end: tf.Tensor,
+                  centre: np.ndarray) -> tf.Tensor:
+    """Per clip, the count, sum and sum of squares of its voiced frames,
+    centred: logmel [B, F, mels], start/end [B] inclusive voiced bounds, centre
+    [mels] -> [B, 1 + 2 * mels] float32 (frames, per-band sums of x - centre,
+    per-band sums of (x - centre)^2).
 
-    waveforms [B, S] float32 in [-1, 1] (zero-padded past num_samples [B]) ->
-    [B, 1 + 2 * mels] float32: frames, per-band sums, per-band sums of squares.
-    Moments add up: summed over a speaker's clips they give the speaker's
+    Centring on a typical band value (the training split's band means) keeps
+    the squares small, so the variance E[d^2] - E[d]^2 does not cancel away in
+    float32 for a band that hardly varies (one at the log floor: a level of
+    -13.8 with a std of 0.003 would come out ~3x off uncentred).
+    """
+    frame_ids = tf.range(tf.shape(logmel)[1])[tf.newaxis, :]
+    voiced = tf.logical_and(frame_ids >= start[:, tf.newaxis],
+                            frame_ids <= end[:, tf.newaxis])
+    weight = tf.expand_dims(tf.cast(voiced, tf.float32), -1)
+    centred = (logmel - tf.cast(centre, tf.float32)) * weight
+    count = tf.reduce_sum(weight, axis=[1, 2])
+    return tf.concat([count[:, tf.newaxis], tf.reduce_sum(centred, axis=1),
+                      tf.reduce_sum(tf.square(centred), axis=1)], axis=1)
+
+
+def clip_band_moments(waveforms: tf.Tensor, num_samples: tf.Tensor,
+                      config: FrontEndConfig, centre: np.ndarray) -> tf.Tensor:
+    """`frame_moments` of each clip's voiced log-mel frames.
+
+    waveforms [B, S] float32 in [-1, 1] (zero-padded past num_samples [B]);
+    centre [mels] (a model's: its training band means). Moments add up: summed
+    over a speaker's clips (in float64 where possible) they give the speaker's
     statistics (`statistics_from_moment_sums`, `moment_sums_statistics`); the
     input pipeline and the exported `speaker_moments` signature both use this.
     """
     logmel = log_mel(waveforms, config)
     start, end = voiced_bounds(logmel, num_frames_for(num_samples, config),
                                config.trim_db)
-    frame_ids = tf.range(tf.shape(logmel)[1])[tf.newaxis, :]
-    voiced = tf.logical_and(frame_ids >= start[:, tf.newaxis],
-                            frame_ids <= end[:, tf.newaxis])
-    weight = tf.expand_dims(tf.cast(voiced, tf.float32), -1)
-    count = tf.reduce_sum(weight, axis=[1, 2])
-    return tf.concat([count[:, tf.newaxis],
-                      tf.reduce_sum(logmel * weight, axis=1),
-                      tf.reduce_sum(tf.square(logmel) * weight, axis=1)], axis=1)
+    return frame_moments(logmel, start, end, centre)
 
 
-def moment_sums_statistics(moments: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """[B, 1 + 2 * mels] summed `clip_band_moments` -> (mean, std) [B, mels]
-    each, the rule of `statistics_from_moments` in the graph (std >= 1e-3)."""
-    mels = (tf.shape(moments)[1] - 1) // 2
-    count = tf.maximum(moments[:, :1], 1.0)
-    mean = moments[:, 1:1 + mels] / count
-    variance = tf.maximum(moments[:, 1 + mels:] / count - tf.square(mean), 0.0)
-    return mean, tf.maximum(tf.sqrt(variance), 1e-3)
+def moment_sums_statistics(moments: tf.Tensor, statistics: BandStatistics
+                           ) -> tuple[tf.Tensor, tf.Tensor]:
+    """[B, 1 + 2 * mels] summed moments centred on `statistics.mean` -> (mean,
+    std) [B, mels] each, the rule of `statistics_from_moments` in the graph
+    (std >= 1e-3). A row without frames (count < 1: no audio of the speaker,
+    or zeros sent by mistake) gets `statistics` themselves."""
+    mels = len(statistics.mean)
+    count = moments[:, :1]
+    known = count >= 1.0
+    count = tf.maximum(count, 1.0)
+    offset = moments[:, 1:1 + mels] / count
+    variance = tf.maximum(moments[:, 1 + mels:] / count - tf.square(offset), 0.0)
+    mean = tf.constant(statistics.mean, tf.float32) + offset
+    std = tf.maximum(tf.sqrt(variance), 1e-3)
+    shape = tf.shape(offset)
+    return (tf.where(known, mean, tf.broadcast_to(
+                tf.constant(statistics.mean, tf.float32), shape)),
+            tf.where(known, std, tf.broadcast_to(
+                tf.constant(statistics.std, tf.float32), shape)))
 
 
-def statistics_from_moment_sums(moments: np.ndarray, num_mels: int) -> BandStatistics:
-    """[1 + 2 * mels] summed `clip_band_moments` -> BandStatistics."""
+def statistics_from_moment_sums(moments: np.ndarray, centre: np.ndarray
+                                ) -> BandStatistics:
+    """[1 + 2 * mels] summed moments centred on `centre` [mels] -> BandStatistics."""
     moments = np.asarray(moments, np.float64)
     if moments[0] <= 0:
         raise ValueError("no frames to compute normalisation statistics from")
-    mean = moments[1:1 + num_mels] / moments[0]
-    return statistics_from_moments(mean, moments[1 + num_mels:] / moments[0]
-                                   - np.square(mean))
+    mels = len(centre)
+    offset = moments[1:1 + mels] / moments[0]
+    return statistics_from_moments(np.asarray(centre, np.float64) + offset,
+                                   moments[1 + mels:] / moments[0] - np.square(offset))
 
 
-def moment_sums_of(statistics: BandStatistics) -> np.ndarray:
-    """The `[1 + 2 * mels]` moment sums of one frame-equivalent that give back
-    `statistics`: (1, mean, std^2 + mean^2). A client that has a speaker's
-    statistics rather than summed clip moments passes these."""
-    mean = np.asarray(statistics.mean, np.float64)
-    return np.concatenate([[1.0], mean, np.square(statistics.std) + np.square(mean)]
-                          ).astype(np.float32)
+def moment_sums_of(statistics: BandStatistics, centre: np.ndarray) -> np.ndarray:
+    """The `[1 + 2 * mels]` moment sums (centred on `centre`) of one
+    frame-equivalent that give back `statistics`: (1, mean - centre,
+    std^2 + (mean - centre)^2). A client that has a speaker's statistics
+    rather than summed clip moments can send these."""
+    offset = np.asarray(statistics.mean, np.float64) - np.asarray(centre, np.float64)
+    return np.concatenate([[1.0], offset,
+                           np.square(np.asarray(statistics.std, np.float64))
+                           + np.square(offset)]).astype(np.float32)
 
 
 class StatisticsAccumulator:

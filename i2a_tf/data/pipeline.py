@@ -34,14 +34,15 @@ import functools
 import logging
 import os
 import zlib
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
 
 from i2a_tf.config import Config, FrontEndConfig
 from i2a_tf.data import schema
-from i2a_tf.data.dataset_info import AUDIO_SPLITS, DATASET_JSON, FACE_SPLIT, DatasetInfo
+from i2a_tf.data.dataset_info import (AUDIO_SPLITS, DATASET_JSON, FACE_SPLIT,
+                                     PREPARED_FRONTEND_FIELDS, DatasetInfo)
 from i2a_tf.data.frontend import (BandStatistics, clip_band_moments,
                                   logmel_features, speaker_row_statistics,
                                   statistics_from_moment_sums, waveform_features)
@@ -162,35 +163,45 @@ def strong_augment(logmel: tf.Tensor, seed: tf.Tensor, *, freq_mask_bands: int,
     return rolled + offset[:, tf.newaxis, tf.newaxis]
 
 
+def sum_moments(rows: Iterable[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """(key, `frame_moments` row) pairs -> key -> their float64 sum, keys sorted."""
+    sums: dict[str, np.ndarray] = {}
+    for key, row in rows:
+        sums[key] = sums.get(key, 0.0) + np.asarray(row, np.float64)
+    return dict(sorted(sums.items()))
+
+
 @functools.lru_cache(maxsize=8)
-def _speaker_statistics(data_dir: str, files: tuple[str, ...], stamp: int,
-                        config: FrontEndConfig) -> dict[str, BandStatistics]:
-    del data_dir, stamp  # cache key only: a re-prepared folder is read again
-    compute = tf.function(functools.partial(clip_band_moments, config=config))
+def _speaker_moments(files: tuple[str, ...], stamp: int, logmel_fields: tuple,
+                     centre: tuple[float, ...]) -> tuple[tuple[str, np.ndarray], ...]:
+    del stamp  # cache key only: a re-prepared folder is read again
+    config = FrontEndConfig(**dict(logmel_fields))
+    compute = tf.function(functools.partial(clip_band_moments, config=config,
+                                            centre=np.asarray(centre, np.float32)))
 
     def parse(serialized):
         features = schema.parse_audio(serialized)
         return (schema.waveform_to_float(schema.decode_waveform_int16(features["waveform"])),
                 tf.cast(features["num_samples"], tf.int32), features["speaker"])
 
-    dataset = tf.data.TFRecordDataset(list(files)).map(parse).padded_batch(32)
-    moments: dict[str, np.ndarray] = {}
-    clips = 0
-    for waveforms, num_samples, speakers in dataset:
-        rows = compute(waveforms, num_samples).numpy().astype(np.float64)
-        for speaker, row in zip(speakers.numpy(), rows):
-            name = speaker.decode("utf-8")
-            moments[name] = moments.get(name, 0.0) + row
-            clips += 1
-    log.info("speaker statistics: %d speakers from their %d clips", len(moments), clips)
-    return {name: statistics_from_moment_sums(row, config.num_mels)
-            for name, row in sorted(moments.items())}
+    def rows():
+        for waveforms, num_samples, speakers in tf.data.TFRecordDataset(
+                list(files)).map(parse).padded_batch(32):
+            for speaker, row in zip(speakers.numpy(),
+                                    compute(waveforms, num_samples).numpy()):
+                yield speaker.decode("utf-8"), row
+
+    sums = sum_moments(rows())
+    log.info("speaker statistics: %d speakers from %d voiced frames", len(sums),
+             int(sum(row[0] for row in sums.values())))
+    return tuple(sums.items())
 
 
-def speaker_statistics(data: DatasetInfo, config: FrontEndConfig
-                       ) -> dict[str, BandStatistics]:
-    """Speaker -> band statistics over the voiced frames of all of the
-    speaker's clips in every audio split (labels are not read).
+def speaker_moments(data: DatasetInfo, config: FrontEndConfig) -> dict[str, np.ndarray]:
+    """Speaker -> `[1 + 2 * mels]` float64 moments (centred on the training
+    band means) summed over the voiced frames of all of the speaker's clips in
+    every audio split of `data` (labels are not read; the prepared splits hold
+    only clips of the configured classes).
 
     Speaker normalisation (`--speaker_normalisation`) uses them: each speaker,
     a test speaker included, is normalised by its own clips. Computed once per
@@ -199,7 +210,16 @@ def speaker_statistics(data: DatasetInfo, config: FrontEndConfig
     files = tuple(path for split in AUDIO_SPLITS if data.num_examples(split)
                   for path in data.files(split, "audio"))
     stamp = os.stat(os.path.join(data.data_dir, DATASET_JSON)).st_mtime_ns
-    return _speaker_statistics(data.data_dir, files, stamp, config)
+    fields = tuple((name, getattr(config, name)) for name in PREPARED_FRONTEND_FIELDS)
+    centre = tuple(float(v) for v in data.statistics.mean)
+    return dict(_speaker_moments(files, stamp, fields, centre))
+
+
+def speaker_statistics(data: DatasetInfo, config: FrontEndConfig
+                       ) -> dict[str, BandStatistics]:
+    """Speaker -> band statistics of `speaker_moments`."""
+    return {name: statistics_from_moment_sums(row, data.statistics.mean)
+            for name, row in speaker_moments(data, config).items()}
 
 
 def _speaker_lookup(data: DatasetInfo, config: FrontEndConfig):
@@ -218,8 +238,11 @@ def _speaker_lookup(data: DatasetInfo, config: FrontEndConfig):
 
     def lookup(speakers):
         rows = table.lookup(speakers)
-        tf.debugging.assert_non_negative(
-            rows, message=f"a speaker without statistics in {data.data_dir}")
+        known = tf.debugging.Assert(tf.reduce_all(rows >= 0), [
+            f"--speaker_normalisation: speakers without statistics in {data.data_dir}:",
+            tf.boolean_mask(speakers, rows < 0)])
+        with tf.control_dependencies([known]):
+            rows = tf.identity(rows)
         return speaker_row_statistics(tf.gather(means, rows), tf.gather(stds, rows),
                                       data.statistics, config.speaker_normalisation)
 

@@ -42,7 +42,7 @@ import tensorflow as tf
 from i2a_tf.config import Config, ConfigError, check_trained_frontend
 from i2a_tf.data import frontend
 from i2a_tf.data.dataset_info import DatasetInfo
-from i2a_tf.data.pipeline import eval_dataset, speaker_statistics, split_clips
+from i2a_tf.data.pipeline import eval_dataset, speaker_moments, split_clips, sum_moments
 from i2a_tf.export import tflite, warmup
 from i2a_tf.export.serving import (CLIENT_JSON, SPEAKER_INPUT, SPEAKER_SIGNATURE,
                                    WAVEFORM_SIGNATURE, ServingModule, client_metadata,
@@ -169,13 +169,13 @@ def _keras_probabilities(config: Config, data: DatasetInfo, classifier,
 
 
 def _speaker_moments(config: Config, data: DatasetInfo) -> dict[str, np.ndarray]:
-    """Speaker -> the `[1 + 2 * mels]` moments a speaker-normalised model is
-    given with that speaker's clips (those of the statistics training used);
-    {} without speaker normalisation."""
+    """Speaker -> the summed `[1 + 2 * mels]` moments a speaker-normalised
+    model is given with that speaker's clips (the sums training used, in
+    float32 as a client sends them); {} without speaker normalisation."""
     if config.frontend.speaker_normalisation == "none":
         return {}
-    return {name: frontend.moment_sums_of(statistics) for name, statistics
-            in speaker_statistics(data, config.frontend).items()}
+    return {name: row.astype(np.float32)
+            for name, row in speaker_moments(data, config.frontend).items()}
 
 
 def _speaker_inputs(moments: dict[str, np.ndarray], clip: dict) -> dict:
@@ -187,21 +187,19 @@ def _speaker_inputs(moments: dict[str, np.ndarray], clip: dict) -> dict:
 
 
 def _speaker_signature_check(loaded, moments: dict[str, np.ndarray], clips: list[dict],
-                             num_mels: int) -> dict:
+                             centre: np.ndarray) -> dict:
     """The served `speaker_moments` signature, summed over each test speaker's
     clips, against the statistics the training pipeline used for that speaker
     (a test speaker's clips are all in the test split): max |difference| of
     the band means and stds."""
     signature = loaded.signatures[SPEAKER_SIGNATURE]
-    sums: dict[str, np.ndarray] = {}
-    for clip in clips:
-        row = signature(waveform=tf.constant(clip["waveform"][None]))["moments"]
-        sums[clip["speaker"]] = sums.get(clip["speaker"], 0.0) + row.numpy()[0].astype(
-            np.float64)
+    sums = sum_moments(
+        (clip["speaker"], signature(waveform=tf.constant(clip["waveform"][None]))
+         ["moments"].numpy()[0]) for clip in clips)
     worst_mean = worst_std = 0.0
     for speaker, total in sums.items():
-        served = frontend.statistics_from_moment_sums(total, num_mels)
-        used = frontend.statistics_from_moment_sums(moments[speaker], num_mels)
+        served = frontend.statistics_from_moment_sums(total, centre)
+        used = frontend.statistics_from_moment_sums(moments[speaker], centre)
         worst_mean = max(worst_mean, float(np.abs(served.mean - used.mean).max()))
         worst_std = max(worst_std, float(np.abs(served.std - used.std).max()))
     return {"speakers": len(sums), "max_abs_mean_difference": worst_mean,
@@ -229,7 +227,7 @@ def _saved_model_entry(config, data, classifier, loaded, directory, clips,
                                             config.export.latency_runs)
     if moments:
         entry["speaker_moments_vs_training"] = _speaker_signature_check(
-            loaded, moments, clips, config.frontend.num_mels)
+            loaded, moments, clips, data.statistics.mean)
     return entry, served, true_labels
 
 
@@ -242,11 +240,16 @@ def _calibration_clips(data: DatasetInfo, count: int) -> list[dict]:
 
 
 def _lite_inputs(moments: dict[str, np.ndarray], clip: dict) -> list[np.ndarray]:
-    """`lite_function`'s inputs for `clip`, in its argument order."""
+    """`lite_function`'s inputs for `clip`, in its argument order, batch 1."""
     inputs = [clip["waveform"][None, :]]
     if moments:
         inputs.append(moments[clip["speaker"]][None])
     return inputs
+
+
+def _lite_args(moments: dict[str, np.ndarray], clip: dict) -> list[np.ndarray]:
+    """`LiteModel.probabilities`' arguments for `clip` (unbatched)."""
+    return [x[0] for x in _lite_inputs(moments, clip)]
 
 
 def _convert(config: Config, lite_function, variant: str, calibration: list[dict],
@@ -287,7 +290,7 @@ def _agreement_with_float(model: bytes, lite_function, clips: list[dict],
     hits = []
     for clip in clips:
         inputs = _lite_inputs(moments, clip)
-        lite = runner.probabilities(*[x[0] for x in inputs])
+        lite = runner.probabilities(*_lite_args(moments, clip))
         graph = lite_function(*[tf.constant(x) for x in inputs])["probabilities"]
         hits.append(int(np.argmax(lite)) == int(np.argmax(graph.numpy()[0])))
     return float(np.mean(hits)) if hits else 0.0
@@ -399,7 +402,8 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
     # the training split's band statistics as their "speaker".
     warmup.write_warmup_requests(
         sm_tmp, config.export.model_name, warmup.warmup_batches(config.frontend),
-        frontend.moment_sums_of(data.statistics) if moments else None)
+        frontend.moment_sums_of(data.statistics, data.statistics.mean)
+        if moments else None)
     log.info("wrote the SavedModel; checking it on the test split")
     # TF Serving's own loading path first: a TF1 session over the SavedModel.
     warmup.run_warmup_requests(sm_tmp)
@@ -422,13 +426,12 @@ def _write(config, data, classifier, metadata, version, sm_tmp, lite_tmp) -> dic
         with open(path, "wb") as f:
             f.write(model)
         runner = tflite.LiteModel(model, num_threads=1)
-        probabilities = np.stack([runner.probabilities(
-            *[x[0] for x in _lite_inputs(moments, c)]) for c in clips])
+        probabilities = np.stack([runner.probabilities(*_lite_args(moments, c))
+                                  for c in clips])
         entry = {"path": path, "bytes": len(model), "runtime": runner.runtime, **how,
                  **_compare(probabilities, served, true_labels, data.classes)}
         entry["uar_drop_points"] = 100.0 * (saved_entry["uar"] - entry["uar"])
-        latency_inputs = [latency_clip, *[x[0] for x in _lite_inputs(
-            moments, clips[0])[1:]]]
+        latency_inputs = [latency_clip, *_lite_args(moments, clips[0])[1:]]
         entry["latency_ms_per_clip"] = _mean_ms(
             lambda: runner.probabilities(*latency_inputs), config.export.latency_runs)
         variants[variant] = entry

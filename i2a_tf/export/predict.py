@@ -95,7 +95,7 @@ class TFLiteClassifier:
         if self.metadata is None:
             raise ConfigError(f"--model={path}: no embedded {CLIENT_JSON}; not a "
                               "TFLite model written by --mode=export")
-        self._model = tflite.LiteModel(model)
+        self._model = tflite.LiteModel(model, name=f"--model={path}")
 
     def probabilities(self, windows: np.ndarray,
                       speaker_moments: np.ndarray | None = None) -> np.ndarray:
@@ -164,22 +164,31 @@ def _read(path: str, front_end: FrontEndConfig) -> np.ndarray:
     return waveform
 
 
-def speaker_moments(paths: list[str], front_end: FrontEndConfig
-                    ) -> tuple[np.ndarray | None, int]:
-    """The summed `clip_band_moments` of every readable file of `paths` (one
-    speaker's clips), and how many files that was; (None, 0) if none is."""
-    total, used = None, 0
+def speaker_moments(paths: list[str], metadata: dict) -> tuple[np.ndarray | None, int]:
+    """The summed moments of every readable file of `paths` (one speaker's
+    clips), and how many files that was; (None, 0) if none is.
+
+    Each file counts as the windows predict classifies (`windows`: silence
+    windows of a long file skipped), WINDOW_BATCH at a time, so memory stays
+    bounded on long files; the moments are centred on the model's band means.
+    """
+    front_end = _front_end(metadata)
+    centre = np.asarray(metadata["normalisation"]["mean"], np.float32)
+    compute = tf.function(lambda waveform: frontend.clip_band_moments(
+        waveform, tf.fill(tf.shape(waveform)[:1], tf.shape(waveform)[1]), front_end,
+        centre))
+    total, used = np.zeros(1 + 2 * front_end.num_mels, np.float64), 0
     for path in paths:
         try:
             waveform = _read(path, front_end)
         except AudioReadError:
             continue  # predict reports it on the file's own line
-        row = frontend.clip_band_moments(tf.constant(waveform[None]),
-                                         tf.constant([len(waveform)]), front_end)
-        row = row.numpy()[0].astype(np.float64)
-        total = row if total is None else total + row
+        cuts = windows(waveform, window_samples(front_end), front_end.trim_db)
+        for i in range(0, len(cuts), WINDOW_BATCH):
+            total += compute(tf.constant(cuts[i:i + WINDOW_BATCH])).numpy().astype(
+                np.float64).sum(axis=0)
         used += 1
-    return (None if total is None else total.astype(np.float32)), used
+    return (total.astype(np.float32) if used else None), used
 
 
 def predict_file(classifier, path: str,
@@ -207,8 +216,7 @@ def predict(config: Config, files: list[str], out: TextIO = sys.stdout) -> int:
     classifier = load_classifier(resolve_model(config))
     moments, speaker_files = None, 0
     if "speaker_normalisation" in classifier.metadata:
-        moments, speaker_files = speaker_moments(files,
-                                                 _front_end(classifier.metadata))
+        moments, speaker_files = speaker_moments(files, classifier.metadata)
     failed = 0
     for path in files:
         try:

@@ -76,19 +76,27 @@ def client_metadata(class_names: tuple[str, ...], statistics: BandStatistics,
     }
     if config.speaker_normalisation != "none":
         moments = (f"{SPEAKER_INPUT}: float32 [batch, {1 + 2 * config.num_mels}], "
-                   "each row's speaker's summed speaker_moments (frames, per-band "
-                   "sums, per-band sums of squares of the voiced log-mel frames)")
+                   "each row's speaker's summed speaker_moments")
         metadata["speaker_normalisation"] = {
             "mode": config.speaker_normalisation,
             "how": "each clip is normalised by its speaker's log-mel band "
                    "statistics: run speaker_moments on the speaker's clips (as "
-                   "many as there are, unlabeled), sum its rows, and pass the sum "
-                   f"as {SPEAKER_INPUT} with every clip of that speaker"}
+                   "many as there are, unlabeled), sum its rows (in float64 if "
+                   f"you can), and pass the sum as {SPEAKER_INPUT} with every "
+                   "clip of that speaker; a row with 0 frames means 'speaker "
+                   "unknown' and gets the training split's statistics",
+            "moments": "voiced frames n, per-band sums of (x - c), per-band sums "
+                       "of (x - c)^2, over the voiced log-mel frames x of the "
+                       "clip, centred on c = normalisation.mean",
+            "mean_only": "in 'mean' mode the sums of squares are read but unused"
+                         if config.speaker_normalisation == "mean" else None}
         metadata["inputs"][WAVEFORM_SIGNATURE] += "; " + moments
         metadata["inputs"][EXAMPLES_SIGNATURE] += "; " + moments
         metadata["inputs"][SPEAKER_SIGNATURE] = (
-            "waveform: float32 [batch, samples], clips of one speaker, one per row "
-            "-> moments float32 [batch, 1 + 2 * num_mels], one row per clip")
+            "waveform: float32 [batch, samples], clips of one speaker, one whole "
+            "clip per row (rows are not trimmed of padding beyond trim_db's "
+            "silence trimming: send clips of different lengths in separate "
+            "requests) -> moments float32 [batch, 1 + 2 * num_mels], one row per clip")
     return metadata
 
 
@@ -180,7 +188,7 @@ class ServingModule(tf.Module):
             speaker = None
             if self._by_speaker:
                 speaker = frontend.speaker_row_statistics(
-                    *frontend.moment_sums_statistics(speaker_moments),
+                    *frontend.moment_sums_statistics(speaker_moments, self._statistics),
                     self._statistics, self._config.speaker_normalisation)
             return frontend.waveform_features(waveform, num_samples, self._statistics,
                                               self._config, compact_mel=compact_mel,
@@ -216,7 +224,8 @@ class ServingModule(tf.Module):
     def _speaker_moments(self, waveform):
         with tf.name_scope(FRONTEND_SCOPE):
             return {"moments": frontend.clip_band_moments(
-                waveform, self._whole_rows(waveform), self._config)}
+                waveform, self._whole_rows(waveform), self._config,
+                self._statistics.mean)}
 
     def lite_function(self):
         """`waveform [1, samples] (, speaker_moments [1, 1 + 2 * mels]) ->

@@ -128,8 +128,10 @@ class LiteModel:
     fallback is logged, and recorded in export_report.json.
     """
 
-    def __init__(self, model: bytes, num_threads: int | None = None):
+    def __init__(self, model: bytes, num_threads: int | None = None,
+                 name: str = "TFLite model"):
         self._model = model
+        self.name = name  # what errors call it (the file, when there is one)
         self._num_threads = num_threads
         self.runtime = "xnnpack"
         self._build()
@@ -155,9 +157,9 @@ class LiteModel:
         waveform = np.asarray(waveform, np.float32)[None, :]
         if (speaker_moments is None) != (self._speaker_input is None):
             raise ValueError(
-                "this TFLite model is speaker-normalised: pass the speaker's summed "
-                "speaker_moments" if self._speaker_input is not None else
-                "this TFLite model takes no speaker_moments")
+                f"{self.name}: a speaker-normalised TFLite model; pass the "
+                "speaker's summed speaker_moments" if self._speaker_input is not None
+                else f"{self.name}: this TFLite model takes no speaker_moments")
         if self._length != waveform.shape[1]:
             self._interpreter.resize_tensor_input(self._input, waveform.shape)
             self._interpreter.allocate_tensors()

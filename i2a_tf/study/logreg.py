@@ -78,7 +78,8 @@ def _split_features(data: DatasetInfo, split: str, config: FrontEndConfig
     speakers = (speaker_statistics(data, config)
                 if config.speaker_normalisation != "none" else {})
     features = np.stack([speaker_normalised(
-        clip_statistics(c["waveform"], config), speakers.get(c["speaker"]),
+        clip_statistics(c["waveform"], config),
+        speakers[c["speaker"]] if speakers else None,
         config.speaker_normalisation) for c in clips])
     return features, np.asarray([c["true_label"] for c in clips])
 
