@@ -10,7 +10,9 @@ subsets that `prepare --test_fold=F --seed=S --label_fraction=P` writes.
 statistics baseline would. `--speaker_normalisation=mean|mean_std` normalises
 each clip's features by its speaker's band statistics (every clip of the
 speaker among the 5 classes, labels otherwise unread; a test speaker's from its
-own clips), as the study's `logreg` does under that flag.
+own clips), as the study's `logreg` does under that flag; `--speaker_clips=all`
+takes every clip of the speaker in the corpus instead (EmoDB: neutral and
+boredom too), which the prepared data does not hold.
 
 Protocol (defaults): EmoDB 5 classes, leave-2-speakers-out (5 folds of the
 sorted speakers) x 3 seeds of the labeled subset, label budgets 5/10/20/100 %.
@@ -57,6 +59,10 @@ def main() -> int:
     parser.add_argument("--trim_db", type=float, default=40.0)
     parser.add_argument("--speaker_normalisation", default="none",
                         choices=SPEAKER_NORMALISATIONS)
+    parser.add_argument("--speaker_clips", default="classes", choices=("classes", "all"),
+                        help="Which of a speaker's clips its statistics come from: "
+                        "those of the 5 classes (what the prepared data holds), or "
+                        "every clip of the corpus (EmoDB: neutral and boredom too).")
     args = parser.parse_args()
     if not os.path.isdir(args.speech_dir):
         print(f"error: --speech_dir={args.speech_dir}: no such directory", file=sys.stderr)
@@ -69,7 +75,8 @@ def main() -> int:
     centre = np.zeros(config.num_mels, np.float32)
     for item in scan.items:
         class_id = label_map.class_id(item.label)
-        if class_id is None:
+        if class_id is None and (args.speaker_clips == "classes"
+                                 or args.speaker_normalisation == "none"):
             continue
         try:
             waveform = read_waveform(item.path, config.sample_rate)
@@ -77,10 +84,12 @@ def main() -> int:
             print(f"skipped {error}", file=sys.stderr)
             continue
         samples = waveform.astype(np.float32) / 32768.0
-        features.append(clip_statistics(samples, config))
         # Uncentred (one 2-s clip per row, float64 sums across clips).
         row = frontend.clip_band_moments(samples[None], [len(samples)], config, centre)
         moments.append((item.speaker, row.numpy()[0]))
+        if class_id is None:
+            continue  # statistics only
+        features.append(clip_statistics(samples, config))
         labels.append(class_id)
         speakers.append(item.speaker)
         ids.append(item.utterance_id)
@@ -93,7 +102,8 @@ def main() -> int:
 
     results = {"corpus": args.speech_corpus, "clips": int(len(labels)),
                "classes": list(CLASSES), "trim_db": args.trim_db,
-               "speaker_normalisation": args.speaker_normalisation, "uar": {}}
+               "speaker_normalisation": args.speaker_normalisation,
+               "speaker_clips": args.speaker_clips, "uar": {}}
     for fraction in (float(f) for f in args.fractions.split(",")):
         runs = []
         folds = range(args.folds) if args.test_fold < 0 else [args.test_fold]
