@@ -2,7 +2,8 @@
 
 Audio: parse -> decode -> (padded) batch -> front end (log-mel, silence trim,
 crop/pad to T frames: random in training, centred in evaluation) -> per-band
-normalisation -> optional SpecAugment -> prefetch. The front end runs on whole
+normalisation (the training split's statistics, or with `--speaker_normalisation`
+each clip's speaker's, `speaker_statistics`) -> optional SpecAugment -> prefetch. The front end runs on whole
 batches, so its matmuls and FFTs are vectorised. Faces: batch -> parse -> decode ->
 scale to [-1, 1] -> optional random flip.
 
