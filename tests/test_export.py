@@ -28,17 +28,19 @@ _PREPARE = ("--flagfile=configs/demo.cfg", *SMALL_DEMO, "--num_frames=48")
 _EXPORT = (*_PREPARE, "--representative_clips=16", "--latency_runs=2")
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A prepared demo corpus, a small classifier fitted to all its training
-    clips (confident, varied outputs, unlike a few steps of the full method,
-    so parity checks mean something) and one real export through main."""
+def _fit_and_export(root: str, flags: tuple = (), export_flags: tuple = (),
+                    **config_fields) -> dict:
+    """A prepared demo corpus under `root`, a small classifier fitted to all its
+    training clips (confident, varied outputs, unlike a few steps of the full
+    method, so parity checks mean something) and one real export through main;
+    `flags` go to every main call, `config_fields` to the fitting's config."""
     import keras
     from i2a_tf.models import build_classifier
-    workdir = str(tmp_path_factory.mktemp("export") / "run")
-    prepared = run_main(*_PREPARE, f"--workdir={workdir}", "--mode=prepare")
+    workdir = os.path.join(root, "run")
+    prepared = run_main(*_PREPARE, *flags, f"--workdir={workdir}", "--mode=prepare")
     assert prepared.returncode == 0, prepared.stderr[-3000:]
-    config = config_lib.config_from_flat({"workdir": workdir, "num_frames": 48})
+    config = config_lib.config_from_flat({"workdir": workdir, "num_frames": 48,
+                                          **config_fields})
     keras.utils.set_random_seed(0)
     classifier = build_classifier(5, 64, 48, width=8, embedding_dim=16, dropout=0.0)
     train = eval_dataset(config, "train_labeled").concatenate(
@@ -50,11 +52,18 @@ def exported(tmp_path_factory):
     classifier.fit(train.repeat(), steps_per_epoch=batches, epochs=10, shuffle=False,
                    verbose=0)
     classifier.save(config.classifier_path)
-    result = run_main(*_EXPORT, f"--workdir={workdir}", "--mode=evaluate,export")
+    result = run_main(*_EXPORT, *flags, *export_flags, f"--workdir={workdir}",
+                      "--mode=evaluate,export")
     assert result.returncode == 0, result.stderr[-3000:]
     return {"workdir": workdir, "config": config,
             "saved_model": os.path.join(config.saved_model_base, "1"),
             "tflite": os.path.join(config.tflite_base, "1")}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The default model, fitted and exported by `_fit_and_export`."""
+    return _fit_and_export(str(tmp_path_factory.mktemp("export")))
 
 
 def _int8_tensors(path: str) -> tuple[int, int, int]:
@@ -544,29 +553,9 @@ _SPEAKER = ("--speaker_normalisation=mean_std",)
 def speaker_exported(tmp_path_factory):
     """A classifier fitted on speaker-normalised inputs and exported through
     main with --speaker_normalisation (float32 and int8 TFLite)."""
-    import keras
-    from i2a_tf.models import build_classifier
-    workdir = str(tmp_path_factory.mktemp("export_speaker") / "run")
-    prepared = run_main(*_PREPARE, *_SPEAKER, f"--workdir={workdir}", "--mode=prepare")
-    assert prepared.returncode == 0, prepared.stderr[-3000:]
-    config = config_lib.config_from_flat({"workdir": workdir, "num_frames": 48,
-                                          "speaker_normalisation": "mean_std"})
-    keras.utils.set_random_seed(0)
-    classifier = build_classifier(5, 64, 48, width=8, embedding_dim=16, dropout=0.0)
-    train = eval_dataset(config, "train_labeled").concatenate(
-        eval_dataset(config, "train_unlabeled"))
-    classifier.compile(keras.optimizers.Adam(3e-3),
-                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    train = train.map(lambda b: (b["logmel"], b["true_label"])).cache()
-    classifier.fit(train.repeat(), steps_per_epoch=sum(1 for _ in train), epochs=10,
-                   shuffle=False, verbose=0)
-    classifier.save(config.classifier_path)
-    result = run_main(*_EXPORT, *_SPEAKER, "--tflite_variants=float32,int8",
-                      f"--workdir={workdir}", "--mode=evaluate,export")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return {"workdir": workdir, "config": config,
-            "saved_model": os.path.join(config.saved_model_base, "1"),
-            "tflite": os.path.join(config.tflite_base, "1")}
+    return _fit_and_export(str(tmp_path_factory.mktemp("export_speaker")), _SPEAKER,
+                           ("--tflite_variants=float32,int8",),
+                           speaker_normalisation="mean_std")
 
 
 def test_speaker_normalised_export_feeds_each_clip_its_speakers_moments(
