@@ -282,6 +282,11 @@ class InputConfig:
     cache: bool = _field(
         True, "Cache parsed training examples in memory after the first pass "
         "(before any random crop or augmentation).")
+    unlabeled_test_clips: bool = _field(
+        False, "Also use the test split's clips as unlabeled clips (their labels "
+        "unread): pseudo-labels, consistency and the discriminator see the test "
+        "speakers' audio. A transductive protocol, to be stated with any figure it "
+        "produces; the test split is still scored as before.")
 
     def validate(self) -> None:
         for name in ("labeled_batch_size", "unlabeled_batch_size", "face_batch_size",

@@ -57,6 +57,55 @@ def test_empty_unlabeled_split_is_left_out(tmp_path):
     assert "unlabeled_logmel" not in batch and "labeled_logmel" in batch
 
 
+def _pass(dataset):
+    batches = list(dataset)
+    return {key: np.concatenate([b[key].numpy() for b in batches])
+            for key in ("logmel", "label", "true_label", "index", "speaker")}
+
+
+def test_unlabeled_pool_is_train_unlabeled_unless_test_clips_are_asked_for(prepared):
+    config, data = prepared
+    assert pipeline.unlabeled_pool(data, config) == ("train_unlabeled",)
+    alone = _pass(pipeline.unlabeled_dataset(data, config, training=False, batch_size=3))
+    split = _pass(pipeline.audio_dataset(data, "train_unlabeled", config, training=False,
+                                         batch_size=3))
+    for key in alone:
+        np.testing.assert_array_equal(alone[key], split[key])
+    # The training stream too: same records, crops and masks as the split's own.
+    one = next(iter(pipeline.unlabeled_dataset(data, config, training=True, batch_size=4)))
+    two = next(iter(pipeline.audio_dataset(data, "train_unlabeled", config, training=True,
+                                           batch_size=4)))
+    np.testing.assert_array_equal(one["logmel"].numpy(), two["logmel"].numpy())
+    np.testing.assert_array_equal(one["index"].numpy(), two["index"].numpy())
+
+
+def test_unlabeled_test_clips_join_the_pool_with_hidden_labels_and_shifted_indices(prepared):
+    config, data = prepared
+    transductive = _with_input(config, unlabeled_test_clips=True)
+    num_unlabeled, num_test = (data.num_examples("train_unlabeled"),
+                               data.num_examples("test"))
+    assert num_test > 0
+    assert pipeline.unlabeled_pool(data, transductive) == ("train_unlabeled", "test")
+    assert pipeline.unlabeled_pool_size(data, transductive) == num_unlabeled + num_test
+    pool = _pass(pipeline.unlabeled_dataset(data, transductive, training=False,
+                                            batch_size=3))
+    unlabeled = _pass(pipeline.eval_dataset(config, "train_unlabeled", data))
+    test = _pass(pipeline.eval_dataset(config, "test", data))
+    assert np.all(pool["label"] == -1)
+    np.testing.assert_array_equal(pool["index"], np.concatenate(
+        [unlabeled["index"], test["index"] + num_unlabeled]))
+    assert sorted(pool["index"]) == list(range(num_unlabeled + num_test))
+    np.testing.assert_array_equal(pool["true_label"], np.concatenate(
+        [unlabeled["true_label"], test["true_label"]]))
+    np.testing.assert_array_equal(pool["logmel"][num_unlabeled:], test["logmel"])
+    # Training draws from both parts; every index stays inside the pool.
+    stream = pipeline.make_train_input_fn(transductive)(None)
+    seen = np.concatenate([b["unlabeled_index"].numpy()
+                           for b in stream.take(3 * (num_unlabeled + num_test))])
+    assert seen.max() < num_unlabeled + num_test
+    assert (seen >= num_unlabeled).any() and (seen < num_unlabeled).any()
+
+
 def test_input_context_sets_batch_and_shards_disjointly(prepared):
     config, data = prepared
     seen = []

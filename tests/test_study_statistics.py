@@ -227,3 +227,41 @@ def test_results_csv_without_run_columns_reads_as_run_0(tmp_path):
     path.write_text("fold,seed,budget,variant,uar\n0,1,0.1,supervised,0.5\n")
     (row,) = statistics.read_results_csv(str(path))
     assert row["run"] == 0 and row["seed"] == 1
+
+
+def _cross_baseline(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "tools/study_cross_baseline.py", *args],
+                          capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_cross_baseline_pairs_cells_of_two_studies_by_training_run(tmp_path):
+    first, second = str(tmp_path / "first.csv"), str(tmp_path / "second.csv")
+    # First study: two runs of supervised and full; second: run 0 of
+    # supervised (the same cells) and of a new variant.
+    statistics.write_results_csv(
+        ROWS[:4] + [_row(0, 0, "supervised", 0.30, run=1), _row(1, 0, "supervised", 0.30, run=1),
+                    _row(0, 0, "full", 0.20, run=1), _row(1, 0, "full", 0.20, run=1)], first)
+    statistics.write_results_csv(
+        ROWS[:2] + [_row(0, 0, "new", 0.60), _row(1, 0, "new", 0.46)], second)
+    result = _cross_baseline(second, "new:full", f"--also={first}", "--run=0")
+    assert result.returncode == 0, result.stderr
+    # new - full, run 0: +4 and +8 points.
+    assert result.stdout.startswith("new - full: +6.0 ["), result.stdout
+    assert "2/0/0 over 2 pairs; >3 points worse: 0" in result.stdout
+    # Without --run, full is the mean of its two runs, 0.38 and 0.29: +22 and +17.
+    result = _cross_baseline(second, "new:full", f"--also={first}")
+    assert result.stdout.startswith("new - full: +19.5 ["), result.stdout
+
+
+def test_cross_baseline_refuses_studies_that_disagree_on_a_shared_cell(tmp_path):
+    first, second = str(tmp_path / "first.csv"), str(tmp_path / "second.csv")
+    statistics.write_results_csv(ROWS, first)
+    statistics.write_results_csv([_row(0, 0, "supervised", 0.51)] + ROWS[1:2]
+                                 + [_row(0, 0, "new", 0.6), _row(1, 0, "new", 0.5)], second)
+    result = _cross_baseline(second, "new:full", f"--also={first}")
+    assert result.returncode == 2
+    assert "supervised fold 0 seed 0" in result.stderr and "first.csv" in result.stderr
+    assert "second.csv" in result.stderr and "not comparable" in result.stderr

@@ -196,8 +196,10 @@ def test_classification_metrics_by_hand():
 
 @pytest.mark.parametrize("variant", [(), ("--strategy=mirrored", "--num_cpu_devices=2",
                                           # The speaker lookup inside the
-                                          # input pipeline of every replica.
-                                          "--speaker_normalisation=mean_std"),
+                                          # input pipeline of every replica,
+                                          # and the transductive unlabeled pool.
+                                          "--speaker_normalisation=mean_std",
+                                          "--unlabeled_test_clips"),
                                      # The approximate kNN graph in a real run: ~30
                                      # training clips in 4 lists of 7-8, 2 probed.
                                      ("--val_speaker_fraction=0.4", "--knn_method=approximate",
@@ -225,6 +227,12 @@ def test_main_demo_prepare_train_evaluate(tmp_path, variant):
     with open(os.path.join(workdir, "pseudo_labels.json")) as f:
         refreshes = json.load(f)
     assert [r["epoch"] for r in refreshes] == [1, 2]
+    with open(glob.glob(os.path.join(workdir, "**", "dataset.json"), recursive=True)[0]) as f:
+        splits = json.load(f)["splits"]
+    pool = splits["train_unlabeled"]["num_examples"]
+    if "--unlabeled_test_clips" in variant:  # the test clips are pseudo-label slots too
+        pool += splits["test"]["num_examples"]
+    assert all(r["num_unlabeled"] == pool for r in refreshes)
     # Each refresh reports plain self-training's precision at the same coverage.
     assert all(0 <= r["self_training_accuracy"] <= 1 or math.isnan(r["self_training_accuracy"])
                for r in refreshes)

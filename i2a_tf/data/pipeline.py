@@ -19,7 +19,8 @@ one dict with explicit keys, each stream with its own per-replica batch size:
   labeled_logmel   [Bl, mels, T] float32, log-mel, normalised
   labeled_labels   [Bl] int32 class id
   unlabeled_logmel [Bu, mels, T] float32, log-mel, normalised
-  unlabeled_index  [Bu] int32, the clip's `index` in the train_unlabeled split
+  unlabeled_index  [Bu] int32, the clip's `index` in the unlabeled pool
+                   (train_unlabeled; with --unlabeled_test_clips then the test split)
   unlabeled_weak_logmel, unlabeled_strong_logmel
                    [Bu, mels, T] float32, with --use_consistency only: the same
                    crop without masks (weak) and strongly augmented (`strong_augment`)
@@ -250,6 +251,40 @@ def _speaker_lookup(data: DatasetInfo, config: FrontEndConfig):
     return lookup
 
 
+def unlabeled_pool(data: DatasetInfo, config: Config) -> tuple[str, ...]:
+    """The splits whose clips are the run's unlabeled clips, in index order:
+    train_unlabeled, then with `--unlabeled_test_clips` the test split (its
+    labels unread; `unlabeled_dataset`)."""
+    pool = ("train_unlabeled",)
+    if config.input.unlabeled_test_clips:
+        pool += ("test",)
+    return tuple(split for split in pool if data.num_examples(split))
+
+
+def unlabeled_pool_size(data: DatasetInfo, config: Config) -> int:
+    """Clips in the unlabeled pool (the pseudo-label slots)."""
+    return sum(data.num_examples(split) for split in unlabeled_pool(data, config))
+
+
+def unlabeled_dataset(data: DatasetInfo, config: Config, *, training: bool,
+                      batch_size: int,
+                      input_context: tf.distribute.InputContext | None = None,
+                      views: bool = False) -> tf.data.Dataset:
+    """Batches of the unlabeled pool (`unlabeled_pool`), as `audio_dataset`'s,
+    with `label` -1 throughout and `index` numbering the pool: a test clip's
+    index is its index in the test split plus the train_unlabeled count. With
+    train_unlabeled alone, exactly `audio_dataset(data, "train_unlabeled")`."""
+    parts, offset = [], 0
+    for split in unlabeled_pool(data, config):
+        parts.append((split, offset, split != "train_unlabeled"))
+        offset += data.num_examples(split)
+    if not parts:
+        raise ValueError(f"no unlabeled clips in {data.data_dir}")
+    return _audio_batches(data, tuple(parts), "train_unlabeled", config,
+                          training=training, batch_size=batch_size,
+                          input_context=input_context, views=views)
+
+
 def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bool,
                   batch_size: int,
                   input_context: tf.distribute.InputContext | None = None,
@@ -269,19 +304,28 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
                   [B, mels, T] float32, only with `views` (training): the crop
                   without masks and its `strong_augment`ed copy
     """
+    return _audio_batches(data, ((split, 0, False),), split, config,
+                          training=training, batch_size=batch_size,
+                          input_context=input_context, views=views)
+
+
+def _audio_batches(data: DatasetInfo, parts: tuple[tuple[str, int, bool], ...],
+                   stream: str, config: Config, *, training: bool, batch_size: int,
+                   input_context: tf.distribute.InputContext | None,
+                   views: bool) -> tf.data.Dataset:
+    """`audio_dataset` over the records of `parts`, (split, index offset, hide
+    labels) each, read one after the other before shuffling; `stream` names
+    the random stream of the batches."""
     inputs = config.input
     frontend = config.frontend
     # Evaluation keeps file order, so its batches (and anything indexed by
     # position in them) are the same on every pass.
     deterministic = inputs.deterministic or not training
     precomputed = inputs.use_precomputed_logmel
-    files = data.files(split, "logmel" if precomputed else "audio")
     pipeline_id = input_context.input_pipeline_id if input_context else 0
-    dataset = _records(files, training, config.training_seed, deterministic,
-                       input_context)
     num_mels = frontend.num_mels
 
-    def parse(serialized):
+    def parse(serialized, offset, hide):
         if precomputed:
             features = schema.parse_logmel(serialized)
             signal = schema.decode_logmel(features["logmel"], num_mels)
@@ -290,14 +334,21 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
             features = schema.parse_audio(serialized)
             signal = schema.decode_waveform_int16(features["waveform"])
             length = tf.cast(features["num_samples"], tf.int32)
+        label = tf.cast(features["label"], tf.int32)
         return {"signal": signal, "length": length,
-                "label": tf.cast(features["label"], tf.int32),
+                "label": tf.fill(tf.shape(label), schema.HIDDEN_LABEL) if hide else label,
                 "true_label": tf.cast(features["true_label"], tf.int32),
-                "index": tf.cast(features["index"], tf.int32),
+                "index": tf.cast(features["index"], tf.int32) + offset,
                 "speaker": features["speaker"]}
 
-    dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE,
-                          deterministic=deterministic)
+    dataset = None
+    for split, offset, hide in parts:
+        files = data.files(split, "logmel" if precomputed else "audio")
+        part = _records(files, training, config.training_seed, deterministic,
+                        input_context).map(
+            functools.partial(parse, offset=offset, hide=hide),
+            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        dataset = part if dataset is None else dataset.concatenate(part)
     if training:
         if inputs.cache:
             # After parsing, so later epochs skip protobuf parsing and decoding.
@@ -305,7 +356,7 @@ def audio_dataset(data: DatasetInfo, split: str, config: Config, *, training: bo
         dataset = dataset.shuffle(inputs.shuffle_buffer, seed=config.training_seed,
                                   reshuffle_each_iteration=True).repeat()
     dataset = dataset.padded_batch(batch_size, drop_remainder=training)
-    dataset = _seeded_batches(dataset, config.training_seed, pipeline_id, split)
+    dataset = _seeded_batches(dataset, config.training_seed, pipeline_id, stream)
     statistics = data.statistics
     speaker_lookup = _speaker_lookup(data, frontend)
 
@@ -415,7 +466,7 @@ def make_train_input_fn(config: Config) -> Callable[[tf.distribute.InputContext 
         consistency = config.loss.use_consistency
         uses_unlabeled = (config.loss.use_translation or config.graph.use_pseudo_labels
                           or consistency)
-        if uses_unlabeled and data.num_examples("train_unlabeled"):
+        if uses_unlabeled and unlabeled_pool(data, config):
             def unlabeled(b):
                 out = {"unlabeled_logmel": b["logmel"], "unlabeled_index": b["index"]}
                 if consistency:
@@ -424,8 +475,9 @@ def make_train_input_fn(config: Config) -> Callable[[tf.distribute.InputContext 
                                unlabeled_strong_logmel=b["logmel_strong"],
                                unlabeled_true_label=b["true_label"])
                 return out
-            streams["unlabeled"] = audio(
-                "train_unlabeled", views=consistency,
+            streams["unlabeled"] = unlabeled_dataset(
+                data, config, training=True, input_context=input_context,
+                views=consistency,
                 batch_size=_per_replica(inputs.unlabeled_batch_size, input_context)
             ).map(unlabeled)
         zipped = tf.data.Dataset.zip(tuple(streams.values()))

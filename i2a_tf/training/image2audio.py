@@ -33,7 +33,7 @@ State the callbacks refresh lives in non-trainable variables, so the compiled
 step never retraces and `BackupAndRestore` checkpoints it with the weights:
 the epoch, the per-class φ banks of labeled clips with their bandwidths and
 leave-one-out densities, and the pseudo-labels and confidences of the unlabeled
-clips (indexed by the clip's `index` in the train_unlabeled split).
+clips (indexed by the clip's `index` in the unlabeled pool, `pipeline.unlabeled_pool`).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class Image2Audio(keras.Model):
       config: the run's `Config` (model sizes, loss settings, schedule).
       num_classes: C.
       face_size: face image side.
-      num_unlabeled: clips in the train_unlabeled split (pseudo-label slots).
+      num_unlabeled: clips in the unlabeled pool (pseudo-label slots).
       bank_size: rows per class bank (>= the labeled clips of any class).
     """
 

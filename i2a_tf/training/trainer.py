@@ -22,7 +22,8 @@ import tensorflow as tf
 
 from i2a_tf.config import Config, ConfigError, check_trained_frontend, config_from_dict
 from i2a_tf.data.dataset_info import DatasetInfo
-from i2a_tf.data.pipeline import eval_dataset, face_dataset, make_train_input_fn
+from i2a_tf.data.pipeline import (eval_dataset, face_dataset, make_train_input_fn,
+                                   unlabeled_dataset, unlabeled_pool, unlabeled_pool_size)
 from i2a_tf.training import callbacks as callbacks_lib
 from i2a_tf.training import multi_worker
 from i2a_tf.training.distribution import (distribute_train_input, make_strategy,
@@ -187,12 +188,14 @@ def _train(config: Config, data: DatasetInfo, task, output_dir: str) -> dict:
     with strategy.scope():
         model = build_model(
             config, num_classes=len(data.classes), face_size=data.face_size,
-            num_unlabeled=data.num_examples("train_unlabeled"),
+            num_unlabeled=unlabeled_pool_size(data, config),
             bank_size=data.num_examples("train_labeled"))
     dataset = distribute_train_input(strategy, config.train, make_train_input_fn(config))
 
     labeled = eval_dataset(config, "train_labeled", data)
-    unlabeled = _optional_split(config, data, "train_unlabeled")
+    unlabeled = (unlabeled_dataset(data, config, training=False,
+                                   batch_size=config.input.eval_batch_size)
+                 if unlabeled_pool(data, config) else None)
     log_dir = tensorboard_run_dir(output_dir, resuming)
     backup = callbacks_lib.FiniteBackupAndRestore(
         backup_dir(output_dir), on_restore=lambda: reset_learning_rates(model, config))
