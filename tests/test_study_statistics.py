@@ -254,6 +254,14 @@ def test_cross_baseline_pairs_cells_of_two_studies_by_training_run(tmp_path):
     # Without --run, full is the mean of its two runs, 0.38 and 0.29: +22 and +17.
     result = _cross_baseline(second, "new:full", f"--also={first}")
     assert result.stdout.startswith("new - full: +19.5 ["), result.stdout
+    # Two studies' variants of one name: the other's renamed.
+    statistics.write_results_csv(ROWS[:2] + [_row(0, 0, "full", 0.60), _row(1, 0, "full", 0.46)],
+                                 second)
+    result = _cross_baseline(second, "full:full_first", f"--also={first}",
+                             "--rename_also=full:full_first", "--run=0")
+    assert result.stdout.startswith("full - full_first: +6.0 ["), result.stdout
+    assert _cross_baseline(second, "full:x", f"--also={first}",
+                           "--rename_also=full").returncode == 2
 
 
 def test_cross_baseline_refuses_studies_that_disagree_on_a_shared_cell(tmp_path):
