@@ -106,6 +106,26 @@ def test_unlabeled_test_clips_join_the_pool_with_hidden_labels_and_shifted_indic
     assert (seen >= num_unlabeled).any() and (seen < num_unlabeled).any()
 
 
+def test_unlabeled_test_clips_alone_when_every_training_clip_is_labeled(tmp_path):
+    speech, faces = make_folder_corpora(str(tmp_path / "corpora"),
+                                        speakers=("spkA", "spkD"), clips_per_class=1)
+    config = small_config(str(tmp_path / "work"), speech, faces, label_fraction=1.0)
+    prepare(config)
+    data = pipeline.DatasetInfo(config)
+    transductive = _with_input(config, unlabeled_test_clips=True)
+    assert pipeline.unlabeled_pool(data, transductive) == ("test",)
+    pool = _pass(pipeline.unlabeled_dataset(data, transductive, training=False,
+                                            batch_size=4))
+    assert sorted(pool["index"]) == list(range(data.num_examples("test")))
+    assert np.all(pool["label"] == -1)
+    # The consistency views come with the pool's clips too.
+    batch = next(iter(pipeline.make_train_input_fn(
+        dataclasses.replace(transductive, loss=dataclasses.replace(
+            transductive.loss, use_consistency=True)))(None)))
+    assert batch["unlabeled_weak_logmel"].shape == batch["unlabeled_strong_logmel"].shape
+    assert np.all(batch["unlabeled_index"].numpy() < data.num_examples("test"))
+
+
 def test_input_context_sets_batch_and_shards_disjointly(prepared):
     config, data = prepared
     seen = []

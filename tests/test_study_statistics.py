@@ -232,9 +232,11 @@ def test_results_csv_without_run_columns_reads_as_run_0(tmp_path):
 def _cross_baseline(*args):
     import subprocess
     import sys
+
+    from conftest import REPO_ROOT
     return subprocess.run([sys.executable, "tools/study_cross_baseline.py", *args],
-                          capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          capture_output=True, text=True, cwd=REPO_ROOT,
+                          env=dict(os.environ, PYTHONPATH=REPO_ROOT))
 
 
 def test_cross_baseline_pairs_cells_of_two_studies_by_training_run(tmp_path):
@@ -248,28 +250,60 @@ def test_cross_baseline_pairs_cells_of_two_studies_by_training_run(tmp_path):
         ROWS[:2] + [_row(0, 0, "new", 0.60), _row(1, 0, "new", 0.46)], second)
     result = _cross_baseline(second, "new:full", f"--also={first}", "--run=0")
     assert result.returncode == 0, result.stderr
-    # new - full, run 0: +4 and +8 points.
-    assert result.stdout.startswith("new - full: +6.0 ["), result.stdout
-    assert "2/0/0 over 2 pairs; >3 points worse: 0" in result.stdout
+    # new - full, run 0: +4 and +8 points; supervised's 2 run-0 cells checked.
+    assert result.stdout.splitlines() == [
+        "2 cells shared by the studies agree to the last digit",
+        "new - full: +6.0 [+4.0, +8.0] 2/0/0 over 2 pairs; >3 points worse: 0"]
     # Without --run, full is the mean of its two runs, 0.38 and 0.29: +22 and +17.
     result = _cross_baseline(second, "new:full", f"--also={first}")
-    assert result.stdout.startswith("new - full: +19.5 ["), result.stdout
+    assert result.stdout.splitlines()[1].startswith("new - full: +19.5 ["), result.stdout
     # Two studies' variants of one name: the other's renamed.
     statistics.write_results_csv(ROWS[:2] + [_row(0, 0, "full", 0.60), _row(1, 0, "full", 0.46)],
                                  second)
     result = _cross_baseline(second, "full:full_first", f"--also={first}",
                              "--rename_also=full:full_first", "--run=0")
-    assert result.stdout.startswith("full - full_first: +6.0 ["), result.stdout
-    assert _cross_baseline(second, "full:x", f"--also={first}",
-                           "--rename_also=full").returncode == 2
+    assert result.stdout.splitlines()[1].startswith("full - full_first: +6.0 ["), result.stdout
+    # Nothing to pair: the error names every file and the run.
+    result = _cross_baseline(second, "full:full_first", f"--also={first}",
+                             "--rename_also=full:full_first", "--run=0", "--budget=0.2")
+    assert result.returncode == 2
+    assert f"at budget 0.2, run 0 in {second}, {first}" in result.stderr
 
 
-def test_cross_baseline_refuses_studies_that_disagree_on_a_shared_cell(tmp_path):
+@pytest.mark.parametrize("case", ["uar", "train_seed", "nothing_shared", "rename_unused",
+                                  "rename_malformed"])
+def test_cross_baseline_refuses_what_it_cannot_pair(tmp_path, case):
     first, second = str(tmp_path / "first.csv"), str(tmp_path / "second.csv")
     statistics.write_results_csv(ROWS, first)
-    statistics.write_results_csv([_row(0, 0, "supervised", 0.51)] + ROWS[1:2]
-                                 + [_row(0, 0, "new", 0.6), _row(1, 0, "new", 0.5)], second)
-    result = _cross_baseline(second, "new:full", f"--also={first}")
+    mine = [_row(0, 0, "new", 0.6), _row(1, 0, "new", 0.5)]
+    extra = []
+    if case == "uar":
+        mine += [_row(0, 0, "supervised", 0.51)] + ROWS[1:2]
+        expected = ("supervised fold 0 seed 0 budget 0.1 run 0: UAR 0.5 in "
+                    f"{second} but 0.51 in {first}")
+    elif case == "train_seed":
+        # Fold 0 of the second study trained with another seed throughout.
+        mine = [dict(row, train_seed=7) if row["fold"] == 0 else row
+                for row in mine + [_row(0, 0, "supervised", 0.5)] + ROWS[1:2]]
+        expected = (f"fold 0 seed 0 budget 0.1 run 0: --train_seed [7] in {second} "
+                    f"but [0] in {first}")
+    elif case == "nothing_shared":
+        expected = f"{second} and {first} share no cell"
+    elif case == "rename_unused":
+        mine += ROWS[:2]
+        extra, expected = ["--rename_also=ful:x"], f"--rename_also: no variant ful in {first}"
+    else:
+        mine += ROWS[:2]
+        extra, expected = ["--rename_also=full"], "--rename_also=full: must be OLD:NEW"
+    if case == "uar":  # the other way round: the differing cell is in the first file read
+        first, second = second, first
+        statistics.write_results_csv(ROWS, second)
+        statistics.write_results_csv(mine, first)
+        result = _cross_baseline(first, "new:full", f"--also={second}")
+        expected = ("supervised fold 0 seed 0 budget 0.1 run 0: UAR 0.51 in "
+                    f"{first} but 0.5 in {second}")
+    else:
+        statistics.write_results_csv(mine, second)
+        result = _cross_baseline(second, "new:full", f"--also={first}", *extra)
     assert result.returncode == 2
-    assert "supervised fold 0 seed 0" in result.stderr and "first.csv" in result.stderr
-    assert "second.csv" in result.stderr and "not comparable" in result.stderr
+    assert expected in result.stderr, result.stderr

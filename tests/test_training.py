@@ -204,7 +204,7 @@ def test_classification_metrics_by_hand():
                                      # training clips in 4 lists of 7-8, 2 probed.
                                      ("--val_speaker_fraction=0.4", "--knn_method=approximate",
                                       "--knn_k=4", "--knn_list_size=5", "--knn_probes=2")],
-                         ids=["default", "mirrored_speaker_normalised",
+                         ids=["default", "mirrored_speaker_normalised_transductive",
                               "validation_approximate_knn"])
 def test_main_demo_prepare_train_evaluate(tmp_path, variant):
     workdir = str(tmp_path / "run")
@@ -340,3 +340,30 @@ def test_translated_normalizers():
     assert results["weight_sum"]["mean_density_weight"] == pytest.approx(mean_weight)
     assert results["weight_sum"]["c_translated_loss"] == pytest.approx(
         results["batch"]["c_translated_loss"] / mean_weight, rel=1e-4)
+
+
+def test_resuming_with_another_unlabeled_pool_is_a_config_error(tmp_path):
+    import dataclasses
+
+    from conftest import make_folder_corpora, small_config
+    from i2a_tf.config import ConfigError
+    from i2a_tf.data.dataset_info import DatasetInfo
+    from i2a_tf.data.prepare import prepare
+    from i2a_tf.training import trainer
+
+    speech, faces = make_folder_corpora(str(tmp_path / "corpora"), clips_per_class=1)
+    config = small_config(str(tmp_path / "work"), speech, faces)
+    prepare(config)
+    data = DatasetInfo(config)
+    out = str(tmp_path / "out")
+    trainer._check_unlabeled_pool(config, data, out, resuming=False)  # records the pool
+    trainer._check_unlabeled_pool(config, data, out, resuming=True)   # the same: fine
+    transductive = dataclasses.replace(
+        config, input=dataclasses.replace(config.input, unlabeled_test_clips=True))
+    with pytest.raises(ConfigError) as error:
+        trainer._check_unlabeled_pool(transductive, data, out, resuming=True)
+    message = str(error.value)
+    assert message.startswith("--unlabeled_test_clips=True: the checkpoint in ")
+    pool = data.num_examples("train_unlabeled")
+    assert (f"pool of {pool} clips (train_unlabeled), this run's is "
+            f"{pool + data.num_examples('test')} (train_unlabeled, test)") in message

@@ -61,7 +61,7 @@ def embed_cell(cell_dir):
 
     from i2a_tf.config import config_from_dict
     from i2a_tf.data.dataset_info import DatasetInfo
-    from i2a_tf.data.pipeline import eval_dataset
+    from i2a_tf.data.pipeline import eval_dataset, unlabeled_dataset
     from i2a_tf.models.classifier import EMBEDDING_LAYER
     from i2a_tf.models.evaluation import run_over_split
 
@@ -76,7 +76,8 @@ def embed_cell(cell_dir):
     labeled = run_over_split(lambda x: outputs(x, training=False),
                              eval_dataset(config, "train_labeled", data))
     unlabeled = run_over_split(lambda x: outputs(x, training=False),
-                               eval_dataset(config, "train_unlabeled", data))
+                               unlabeled_dataset(data, config, training=False,
+                                                 batch_size=config.input.eval_batch_size))
     embeddings = np.concatenate([labeled["outputs_0"], unlabeled["outputs_0"]]).astype(np.float32)
     labels = np.concatenate(
         [labeled["label"], np.full(len(unlabeled["label"]), -1)]).astype(np.int32)

@@ -23,32 +23,85 @@ name (e.g. the full method with FER2013 faces against it with CK+48 faces:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from i2a_tf.study import statistics
 
 
+class MergeError(ValueError):
+    """Two studies that cannot be paired, or a flag that names nothing."""
+
+
 def merged_rows(paths: list[str], run: int | None, renames: dict[str, str]
-                ) -> tuple[list[dict], str | None]:
+                ) -> tuple[list[dict], int]:
     """The rows of every results.csv in `paths` (training run `run` only, when
     given; variants of the files after the first renamed by `renames`), a cell
-    that two files hold kept once; (rows, None), or ([], why) when two files
-    disagree on a cell."""
+    that two files hold kept once, and how many such shared cells agreed.
+
+    Raises MergeError when two files disagree on a shared cell's UAR, give one
+    (fold, seed, budget, run) disjoint training seeds, share no cell at all
+    (nothing proves they are comparable), or a rename names no variant."""
     cells: dict[tuple, tuple[dict, str]] = {}
+    # {(fold, seed, budget, run): {path: the --train_seeds of its cells}}
+    seeds: dict[tuple, dict[str, set[int]]] = {}
+    shared, renamed = 0, set()
     for number, path in enumerate(paths):
         for row in statistics.read_results_csv(path):
             if run is not None and row["run"] != run:
                 continue
-            if number:
-                row["variant"] = renames.get(row["variant"], row["variant"])
-            key = (row["fold"], row["seed"], row["budget"], row["variant"], row["run"])
-            if key in cells and cells[key][0]["uar"] != row["uar"]:
-                fold, seed, budget, variant, r = key
-                return [], (f"{variant} fold {fold} seed {seed} budget {budget:g} run {r}: "
-                            f"UAR {cells[key][0]['uar']} in {cells[key][1]} but "
-                            f"{row['uar']} in {path}; the studies are not comparable")
-            cells.setdefault(key, (row, path))
-    return [row for row, _ in cells.values()], None
+            name = row["variant"]
+            if number and name in renames:
+                row["variant"] = renames[name]
+                renamed.add(name)
+            fold, seed, budget, r = row["fold"], row["seed"], row["budget"], row["run"]
+            where = f"fold {fold} seed {seed} budget {budget:g} run {r}"
+            unit = (fold, seed, budget, r)
+            if row["train_seed"] >= 0:  # -1: a logistic-regression row
+                seeds.setdefault(unit, {}).setdefault(path, set()).add(row["train_seed"])
+            key = (*unit, row["variant"])
+            if key not in cells:
+                cells[key] = (row, path)
+                continue
+            if cells[key][1] == path:
+                raise MergeError(f"{name} {where}: twice in {path}")
+            theirs = cells[key][0]["uar"]
+            if theirs != row["uar"] and not (math.isnan(theirs) and math.isnan(row["uar"])):
+                raise MergeError(
+                    f"{name} {where}: UAR {theirs} in {cells[key][1]} but {row['uar']} "
+                    f"in {path}; the studies are not comparable (pair two variants of "
+                    "one name with --rename_also)")
+            shared += 1
+    for (fold, seed, budget, r), by_path in seeds.items():
+        # Variants of one unit share its --train_seed (but a noise-floor
+        # variant sets its own): two files must share at least one.
+        (path, mine), *others = by_path.items()
+        for other, theirs in others:
+            if not mine & theirs:
+                raise MergeError(
+                    f"fold {fold} seed {seed} budget {budget:g} run {r}: --train_seed "
+                    f"{sorted(mine)} in {path} but {sorted(theirs)} in {other}; the "
+                    "studies are not comparable")
+    unused = sorted(set(renames) - renamed)
+    if unused:
+        raise MergeError(f"--rename_also: no variant {', '.join(unused)} in "
+                         f"{', '.join(paths[1:]) or '(no --also file)'}")
+    if len(paths) > 1 and not shared:
+        raise MergeError(f"{' and '.join(paths)} share no cell"
+                         f"{f' of run {run}' if run is not None else ''}: nothing shows "
+                         "they were trained alike (run a variant both studies ran, "
+                         "e.g. supervised)")
+    return [row for row, _ in cells.values()], shared
+
+
+def _renames(pairs: list[str]) -> dict[str, str]:
+    renames: dict[str, str] = {}
+    for pair in pairs:
+        old, _, new = pair.partition(":")
+        if not old or not new or old in renames:
+            raise MergeError(f"--rename_also={pair}: must be OLD:NEW, each OLD once")
+        renames[old] = new
+    return renames
 
 
 def main() -> int:
@@ -63,22 +116,23 @@ def main() -> int:
     parser.add_argument("--run", type=int, default=None,
                         help="keep training run R only")
     args = parser.parse_args()
-    renames = dict(pair.partition(":")[::2] for pair in args.rename_also)
-    if any(not old or not new for old, new in renames.items()):
-        print(f"error: --rename_also={args.rename_also}: each must be OLD:NEW",
-              file=sys.stderr)
-        return 2
-    rows, error = merged_rows([args.results_csv, *args.also], args.run, renames)
-    if error:
+    paths = [args.results_csv, *args.also]
+    try:
+        rows, shared = merged_rows(paths, args.run, _renames(args.rename_also))
+    except MergeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.also:
+        print(f"{shared} cells shared by the studies agree to the last digit")
     for pair in args.pairs:
         variant, _, baseline = pair.partition(":")
         deltas = [d for _, _, d in statistics.paired_differences(
             rows, variant, args.budget, baseline)]
         if not baseline or not deltas:
             print(f"error: {pair}: no finished (fold, seed) pairs of VARIANT:BASELINE "
-                  f"at budget {args.budget:g} in {args.results_csv}", file=sys.stderr)
+                  f"at budget {args.budget:g}"
+                  f"{f', run {args.run}' if args.run is not None else ''} in "
+                  f"{', '.join(paths)}", file=sys.stderr)
             return 2
         low, high = statistics.bootstrap_interval(deltas)
         wins, ties, losses = statistics.wins_ties_losses(deltas)

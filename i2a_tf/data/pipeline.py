@@ -353,7 +353,12 @@ def _audio_batches(data: DatasetInfo, parts: tuple[tuple[str, int, bool], ...],
         if inputs.cache:
             # After parsing, so later epochs skip protobuf parsing and decoding.
             dataset = dataset.cache()
-        dataset = dataset.shuffle(inputs.shuffle_buffer, seed=config.training_seed,
+        # Parts are read one after the other: a buffer smaller than the pool
+        # would leave the last part's clips late in every pass.
+        buffer = inputs.shuffle_buffer
+        if len(parts) > 1:
+            buffer = max(buffer, sum(data.num_examples(split) for split, _, _ in parts))
+        dataset = dataset.shuffle(buffer, seed=config.training_seed,
                                   reshuffle_each_iteration=True).repeat()
     dataset = dataset.padded_batch(batch_size, drop_remainder=training)
     dataset = _seeded_batches(dataset, config.training_seed, pipeline_id, stream)

@@ -177,6 +177,7 @@ def _train(config: Config, data: DatasetInfo, task, output_dir: str) -> dict:
             path = os.path.join(output_dir, name)
             if os.path.exists(path):
                 os.remove(path)
+    _check_unlabeled_pool(config, data, output_dir, resuming)
     set_precision_policy(config.train)
     strategy = make_strategy(config.train)
     replicas = strategy.num_replicas_in_sync
@@ -299,6 +300,34 @@ def _verbosity(config: Config) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
+POOL_JSON = "unlabeled_pool.json"
+
+
+def _check_unlabeled_pool(config: Config, data: DatasetInfo, output_dir: str,
+                          resuming: bool) -> None:
+    """The checkpoint's pseudo-label slots are sized by the unlabeled pool: a
+    resumed run must read the pool it was started with (a fresh run records
+    it in `<output_dir>/unlabeled_pool.json`)."""
+    pool = {"splits": list(unlabeled_pool(data, config)),
+            "num_clips": unlabeled_pool_size(data, config)}
+    path = os.path.join(output_dir, POOL_JSON)
+    if resuming and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            started = json.load(f)
+        if started != pool:
+            raise ConfigError(
+                f"--unlabeled_test_clips={config.input.unlabeled_test_clips}: the "
+                f"checkpoint in {backup_dir(output_dir)} was trained with an unlabeled "
+                f"pool of {started['num_clips']} clips ({', '.join(started['splits'])}), "
+                f"this run's is {pool['num_clips']} ({', '.join(pool['splits'])}); resume "
+                f"with the flags the run started with, or delete {backup_dir(output_dir)} "
+                "to start afresh")
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(pool, f)
+
+
 def _write_history(output_dir: str, model: Image2Audio, history) -> None:
     """`<output_dir>/history.json`: per-epoch logs of this process's epochs and
     the classifier's total step count (which counts restored steps too)."""
@@ -316,6 +345,8 @@ def _switches(config: Config) -> dict:
         "use_annealing": config.loss.use_annealing,
         "use_pseudo_labels": config.graph.use_pseudo_labels,
         "propagation": config.graph.propagation,
+        # Transductive: the test clips were unlabeled training clips too.
+        "unlabeled_test_clips": config.input.unlabeled_test_clips,
         "label_fraction": config.data.label_fraction,
         "seed": config.data.seed,
         "train_seed": config.training_seed,
