@@ -380,6 +380,20 @@ def test_speaker_normalisation_uses_each_rows_speaker(prepared, mode):
     assert not np.allclose(plain[0]["logmel"].numpy(), by_speaker[0]["logmel"].numpy())
 
 
+def test_speaker_lookup_rows_and_a_speaker_without_statistics(prepared):
+    config, data = prepared
+    frontend = _frontend(config, speaker_normalisation="mean_std").frontend
+    statistics = pipeline.speaker_statistics(data, frontend)
+    names = sorted(statistics)
+    lookup = pipeline._speaker_lookup(data, frontend)
+    mean, std = lookup(tf.constant([names[-1], names[0], names[-1]]))
+    for row, name in enumerate([names[-1], names[0], names[-1]]):
+        np.testing.assert_allclose(mean.numpy()[row], statistics[name].mean, atol=1e-6)
+        np.testing.assert_allclose(std.numpy()[row], statistics[name].std, atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="nobody"):
+        lookup(tf.constant([names[0], "nobody"]))
+
+
 def test_unknown_speaker_normalisation_is_a_config_error():
     from i2a_tf.config import FrontEndConfig
     with pytest.raises(ConfigError, match="--speaker_normalisation=global"):

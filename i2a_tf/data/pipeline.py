@@ -231,15 +231,17 @@ def _speaker_lookup(data: DatasetInfo, config: FrontEndConfig):
         return None
     by_speaker = speaker_statistics(data, config)
     names = sorted(by_speaker)
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(names),
-                                            tf.range(len(names), dtype=tf.int32)),
-        default_value=-1)
     means = tf.constant(np.stack([by_speaker[n].mean for n in names]), tf.float32)
     stds = tf.constant(np.stack([by_speaker[n].std for n in names]), tf.float32)
 
     def lookup(speakers):
-        rows = table.lookup(speakers)
+        # A [B, speakers] string comparison, not a lookup table: a table is a
+        # resource that tf.data and SavedModel tracing report on the console
+        # (benign ERROR / WARNING lines) every time the pipeline is built.
+        match = tf.equal(speakers[:, tf.newaxis], tf.constant(names)[tf.newaxis, :])
+        rows = tf.where(tf.reduce_any(match, axis=1),
+                        tf.argmax(tf.cast(match, tf.int32), axis=1, output_type=tf.int32),
+                        -1)
         known = tf.debugging.Assert(tf.reduce_all(rows >= 0), [
             f"--speaker_normalisation: speakers without statistics in {data.data_dir}:",
             tf.boolean_mask(speakers, rows < 0)])
