@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import subprocess
@@ -15,6 +16,7 @@ from conftest import REPO_ROOT, TINY_TRAIN, run_main
 
 from i2a_tf import config as config_lib
 from i2a_tf.study import grid as grid_lib
+from i2a_tf.study import results as results_lib
 
 STUDY = ("--mode=study", "--speech_corpus=synthetic", "--face_corpus=synthetic",
          *TINY_TRAIN, "--epochs=2", "--warmup_epochs=1", "--steps_per_epoch=2",
@@ -54,6 +56,9 @@ def test_every_output_exists_and_parses(study):
             assert float(row["uar"]) == json.load(f)["uar"]
     full = next(r for r in rows if r["variant"] == "full")
     assert float(full["mean_density_weight"]) >= 0.0  # the full run's own figures
+    spread = results_lib.translation_spread(os.path.join(_cell(root, "full"),
+                                                         "translations.npz"))
+    assert full["translation_spread"] == ("" if math.isnan(spread) else f"{spread:.6g}")
     markdown = open(os.path.join(root, "results.md"), encoding="utf-8").read()
     assert markdown.index("supervised") < markdown.index("logistic regression")
     for name in ("uar_vs_budget.png", "paired_delta.png", "training_curves.png"):

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from i2a_tf.study import report, statistics
+from i2a_tf.study import report, results, statistics
 
 NAN = float("nan")
 
@@ -17,7 +17,8 @@ def _row(fold, seed, variant, uar, budget=0.1, **extra):
     row = {"fold": fold, "seed": seed, "budget": budget, "variant": variant,
            "run": 0, "train_seed": seed, "uar": uar, "val_uar": NAN, "wa": uar + 0.01, "macro_f1": uar - 0.01,
            "pseudo_label_accuracy": NAN, "pseudo_label_coverage": NAN,
-           "mean_density_weight": NAN, "translated_accuracy": NAN, "seconds": 10.0}
+           "mean_density_weight": NAN, "translated_accuracy": NAN,
+           "translation_spread": NAN, "seconds": 10.0}
     row.update(extra)
     return row
 
@@ -25,9 +26,9 @@ def _row(fold, seed, variant, uar, budget=0.1, **extra):
 # supervised 0.50 / 0.40, full 0.56 / 0.38 (Δ +6 and -2 points), logreg 0.45 twice.
 ROWS = [_row(0, 0, "supervised", 0.50), _row(1, 0, "supervised", 0.40),
         _row(0, 0, "full", 0.56, pseudo_label_accuracy=0.6, pseudo_label_coverage=0.2,
-             mean_density_weight=0.25, translated_accuracy=0.3),
+             mean_density_weight=0.25, translated_accuracy=0.3, translation_spread=0.1),
         _row(1, 0, "full", 0.38, pseudo_label_accuracy=0.4, pseudo_label_coverage=0.4,
-             mean_density_weight=0.75, translated_accuracy=0.5),
+             mean_density_weight=0.75, translated_accuracy=0.5, translation_spread=0.3),
         _row(0, 0, "logreg", 0.45), _row(1, 0, "logreg", 0.45)]
 
 
@@ -86,6 +87,9 @@ def test_summary_and_markdown_hand_computed():
     assert table[0].startswith("| supervised | 2 | 45.0 ± 7.1 | (reference)")
     assert table[1].startswith("| logreg | 2 | 45.0 ± 0.0 | +0.0 [-5.0, +5.0] | 1/0/1")
     assert table[2].startswith("| full method | 2 | 47.0 ± 12.7 | +2.0 [-2.0, +6.0] | 1/0/1")
+    # PL acc, PL cov, w̄, translated accuracy, spread: means over the two cells.
+    assert table[2].endswith("| 50 | 30 | 0.5 | 40 | 0.2 | 10 |")
+    assert table[0].endswith("| – | – | – | – | – | 10 |")
     assert "| 0 | 0 | 50.0 | -5.0 | +6.0 |" in text  # per-pair: logreg, then full
     assert "Command: `x`" in text
     assert "No cell has finished" in statistics.results_markdown([], ["supervised"])
@@ -227,6 +231,26 @@ def test_results_csv_without_run_columns_reads_as_run_0(tmp_path):
     path.write_text("fold,seed,budget,variant,uar\n0,1,0.1,supervised,0.5\n")
     (row,) = statistics.read_results_csv(str(path))
     assert row["run"] == 0 and row["seed"] == 1
+    assert math.isnan(row["translation_spread"])
+
+
+def test_translation_spread_against_hand_computed_values(tmp_path):
+    """Class 0: translations 0 and 2 in every bin (sd 1), real clips 0, 4 and a
+    NaN row (sd 2): 0.5. Class 1: translations 1 and 1 (sd 0), real 0 and 6
+    (sd 3): 0. Class 2: one real clip, left out. Mean 0.25."""
+    translated = np.zeros((3, 2, 2, 3), np.float32)
+    translated[0, 1] = 2.0
+    translated[1] = 1.0
+    real = np.full((3, 3, 2, 3), np.nan, np.float32)
+    real[0, 0], real[0, 1] = 0.0, 4.0
+    real[1, 0], real[1, 1] = 0.0, 6.0
+    real[2, 0] = 5.0
+    path = str(tmp_path / "translations.npz")
+    np.savez(path, translated=translated, real=real)
+    assert results.translation_spread(path) == pytest.approx(0.25)
+    assert math.isnan(results.translation_spread(str(tmp_path / "absent.npz")))
+    np.savez(path, translated=translated[2:], real=real[2:])  # no class qualifies
+    assert math.isnan(results.translation_spread(path))
 
 
 def _cross_baseline(*args):

@@ -37,7 +37,29 @@ def cell_row(study, cell: Cell, record: dict) -> dict:
             "pseudo_label_coverage": float(pseudo.get("pseudo_label_coverage", np.nan)),
             "mean_density_weight": _last(logs, "mean_density_weight"),
             "translated_accuracy": _last(logs, "translated_accuracy"),
+            "translation_spread": translation_spread(
+                os.path.join(workdir, "translations.npz")),
             "seconds": float(record["seconds"])}
+
+
+def translation_spread(npz_path: str) -> float:
+    """How varied G's translations of one class are, against real clips of it:
+    the mean over classes of (the per-bin standard deviation over that class's
+    translations, averaged over bins) / (the same over its real labeled clips),
+    from a run's translations.npz. 1: as varied as real speech; near 0: one
+    output per class, whatever the face (mode collapse). Classes with fewer
+    than two real clips are left out; NaN without the file or such a class."""
+    if not os.path.exists(npz_path):
+        return float("nan")
+    with np.load(npz_path, allow_pickle=False) as data:
+        translated, real = data["translated"], data["real"]
+    ratios = []
+    for fakes, clips in zip(translated, real):
+        clips = clips[~np.all(np.isnan(clips), axis=tuple(range(1, clips.ndim)))]
+        if len(clips) >= 2 and len(fakes) >= 2:
+            ratios.append(float(np.mean(np.std(fakes, axis=0)))
+                          / float(np.mean(np.std(clips, axis=0))))
+    return float(np.mean(ratios)) if ratios else float("nan")
 
 
 def _val_uar(metrics: dict, logs: dict) -> float:
