@@ -248,6 +248,14 @@ def test_translation_spread_against_hand_computed_values(tmp_path):
     path = str(tmp_path / "translations.npz")
     np.savez(path, translated=translated, real=real)
     assert results.translation_spread(path) == pytest.approx(0.25)
+    # Class 1's real clips made identical: no spread to compare with, left
+    # out (not a division by zero): class 0 alone, 0.5.
+    real[1, 1] = 0.0
+    np.savez(path, translated=translated, real=real)
+    assert results.translation_spread(path) == pytest.approx(0.5)
+    real[0, 1] = 0.0  # no class left: NaN
+    np.savez(path, translated=translated, real=real)
+    assert math.isnan(results.translation_spread(path))
     assert math.isnan(results.translation_spread(str(tmp_path / "absent.npz")))
     np.savez(path, translated=translated[2:], real=real[2:])  # no class qualifies
     assert math.isnan(results.translation_spread(path))

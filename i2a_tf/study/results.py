@@ -48,7 +48,8 @@ def translation_spread(npz_path: str) -> float:
     translations, averaged over bins) / (the same over its real labeled clips),
     from a run's translations.npz. 1: as varied as real speech; near 0: one
     output per class, whatever the face (mode collapse). Classes with fewer
-    than two real clips are left out; NaN without the file or such a class."""
+    than two real clips, or whose real clips are all identical (no spread to
+    compare with), are left out; NaN without the file or such a class."""
     if not os.path.exists(npz_path):
         return float("nan")
     with np.load(npz_path, allow_pickle=False) as data:
@@ -56,9 +57,11 @@ def translation_spread(npz_path: str) -> float:
     ratios = []
     for fakes, clips in zip(translated, real):
         clips = clips[~np.all(np.isnan(clips), axis=tuple(range(1, clips.ndim)))]
-        if len(clips) >= 2 and len(fakes) >= 2:
-            ratios.append(float(np.mean(np.std(fakes, axis=0)))
-                          / float(np.mean(np.std(clips, axis=0))))
+        if len(clips) < 2 or len(fakes) < 2:
+            continue
+        real_spread = float(np.mean(np.std(clips, axis=0)))
+        if real_spread > 0:
+            ratios.append(float(np.mean(np.std(fakes, axis=0))) / real_spread)
     return float(np.mean(ratios)) if ratios else float("nan")
 
 
