@@ -253,10 +253,14 @@ def main(argv: list[str]) -> int:
         # The record of what produced the data and the model; evaluate reads it.
         config_lib.write_config(config, os.path.join(config.workdir, "config.json"))
     from i2a_tf.data.prepare import PrepareError
-    from i2a_tf.study.runner import StudyError
+    from i2a_tf.study.runner import StudyError, StudyInterrupted
     from i2a_tf.training.trainer import TrainingError
     try:
         failed = run(modes, config, files)
+    except StudyInterrupted:
+        print("error: the study was stopped (SIGTERM); its finished cells are kept, "
+              "run the same command again to continue", file=sys.stderr)
+        return 128 + 15
     except (config_lib.ConfigError, PrepareError, TrainingError, StudyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, config_lib.ConfigError) else 1

@@ -73,6 +73,10 @@ def test_every_output_exists_and_parses(study):
     assert "--use_translation" in record["command"]
     assert record["commit"]  # the code that trained it, listed in results.md
     assert f"Cells trained at: `{record['commit']}` (3 cells)" in markdown
+    # What it was trained with: a reinstalled machine's cells can differ.
+    assert record["environment"] == results_lib.environment()
+    assert "tensorflow 2." in record["environment"] and "numpy " in record["environment"]
+    assert f"Cells trained with: {record['environment']} (3 cells)" in markdown
     assert "--deterministic" in open(os.path.join(root, "cells.cfg")).read().split()
 
 
@@ -318,3 +322,54 @@ def test_logreg_features_follow_the_speaker_normalisation():
                                   [3.0, 6.0, 2.0, 6.0, 1.5])
     np.testing.assert_array_equal(speaker_normalised(features, speaker, "mean_std"),
                                   [1.5, 2.0, 1.0, 2.0, 1.5])
+
+
+_STOPPED_STUDY = r'''
+import sys
+from i2a_tf import config as config_lib
+from i2a_tf.study import runner
+
+workdir, pid_file = sys.argv[1], sys.argv[2]
+SLEEPER = ("import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); "
+           "time.sleep(300)")
+
+def run_cell(self, cell):  # a cell whose process runs until it is ended
+    code = runner._run_logged([sys.executable, "-c", SLEEPER, pid_file],
+                              pid_file + ".log", False)
+    return {"returncode": code, "seconds": 0.0}
+
+runner.Study.prepare = lambda self, cell: None
+runner.Study.run_cell = run_cell
+runner.run_study(config_lib.config_from_flat({
+    "workdir": workdir, "num_folds": 2, "study_folds": ["0"], "study_seeds": ["0"],
+    "study_budgets": ["0.5"], "study_variants": ["supervised"]}))
+'''
+
+
+def test_a_study_stopped_by_sigterm_ends_its_running_cells(tmp_path):
+    """`kill` (SIGTERM) of the study process reaches only it, not its cells'
+    processes; the study ends them before it exits, so no orphan trains on into
+    a cell directory the resumed study starts afresh."""
+    import signal
+    import time
+    script = tmp_path / "stopped_study.py"
+    script.write_text(_STOPPED_STUDY)
+    pid_file = str(tmp_path / "cell.pid")
+    study_process = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "work"), pid_file],
+        cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (os.path.exists(pid_file) and open(pid_file).read()):
+        assert study_process.poll() is None, study_process.communicate()
+        assert time.time() < deadline, "the cell's process never started"
+        time.sleep(0.2)
+    cell_pid = int(open(pid_file).read())
+    os.kill(cell_pid, 0)  # running
+    study_process.send_signal(signal.SIGTERM)
+    stdout, stderr = study_process.communicate(timeout=120)
+    assert study_process.returncode != 0
+    assert "ended 1 running cell process" in stdout, (stdout, stderr[-2000:])
+    assert "StudyInterrupted" in stderr
+    with pytest.raises(ProcessLookupError):  # ended and reaped by the study
+        os.kill(cell_pid, 0)

@@ -102,6 +102,53 @@ def code_commit() -> str:
     return head + (" + uncommitted changes" if dirty else "")
 
 
+# The packages whose versions can change a cell's numbers (a reinstalled
+# machine that resolves a newer numpy or keras trains other cells).
+ENVIRONMENT_PACKAGES = ("tensorflow", "keras", "numpy", "scipy", "scikit-learn",
+                        "soundfile")
+
+
+def environment() -> str:
+    """The CPU model, Python and the versions of ENVIRONMENT_PACKAGES, as one
+    line (what a cell was trained with; a package that is not installed reads
+    'absent'). The CPU is there because TensorFlow's oneDNN kernels pick their
+    instructions (AVX2, AVX-512, AMX) by it, and the sums they round differ."""
+    from importlib import metadata
+    import platform
+    parts = [f"cpu {_cpu_model()}", f"python {platform.python_version()}"]
+    for name in ENVIRONMENT_PACKAGES:
+        try:
+            parts.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{name} absent")
+    return ", ".join(parts)
+
+
+# Instruction sets oneDNN dispatches on (a virtual machine's model name is
+# often generic: "Intel(R) Xeon(R) Processor").
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def _cpu_model() -> str:
+    """The CPU's model name and which of CPU_FLAGS it has (Linux), else what
+    platform knows."""
+    model, flags = "", []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    present = set(line.split(":", 1)[1].split())
+                    flags = [flag for flag in CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    if not model:
+        import platform
+        model = platform.processor() or platform.machine() or "unknown"
+    return f"{model} ({' '.join(flags) or 'none of ' + ' '.join(CPU_FLAGS)})"
+
+
 def _translation_cell(study, budget: float) -> Cell | None:
     """The cell whose translations the report shows: the first fold and seed at
     `budget`, variant `full` if in the grid, else the first translating one."""
@@ -135,13 +182,18 @@ def write_results(study) -> dict:
     shown = [a for a in sys.argv[1:] if a.lstrip("-") not in (
         "study_report_only", "study_report_only=true", "study_report_only=True")]
     commits: dict[str, int] = {}
+    environments: dict[str, int] = {}
     for record in finished.values():
         key = record.get("commit", "not recorded")
         commits[key] = commits.get(key, 0) + 1
+        key = record.get("environment", "not recorded")
+        environments[key] = environments.get(key, 0) + 1
     header = [f"Command: `python -m i2a_tf.main {' '.join(shown)}`",
               f"Report written by commit: `{code_commit()}`",
               "Cells trained at: " + ", ".join(f"`{c}` ({n} cells)"
                                                for c, n in commits.items()),
+              "Cells trained with: " + "; ".join(f"{e} ({n} cells)"
+                                                 for e, n in environments.items()),
               f"Written: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
               f"Cells finished: {len(rows)} of {len(cells)}"]
     metric = study.config.study.study_metric

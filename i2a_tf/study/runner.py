@@ -19,7 +19,9 @@ starts again from scratch rather than from its checkpoint: a resumed training
 replays its input stream from the start, so its numbers would differ from an
 uninterrupted run's. `--study_workers=N` trains N cells at once (threads, each
 waiting on its cell's process; a group's records are prepared once, under a
-lock).
+lock). A study stopped by Ctrl-C or SIGTERM (`kill`, a scheduler's time limit)
+ends its running cells' processes before it exits, so none is left training
+into a directory the resumed study starts afresh.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -53,14 +56,53 @@ def _main_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "i2a_tf.main", *args]
 
 
+# The cells' (and prepares') processes running now, so a stopped study can
+# end them (_stop_children) instead of leaving them to train on as orphans.
+_CHILDREN: set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """The study process got SIGTERM: raised in the main thread, handled as
+    Ctrl-C is (no new cell starts, the running cells' processes are ended)."""
+
+
 def _run_logged(command: list[str], log_path: str, show_progress: bool) -> int:
     """Runs `command`; stderr (its log lines) to `log_path`, stdout there too
-    unless `show_progress` (then to this terminal, for Keras' progress bar)."""
+    unless `show_progress` (then to this terminal, for Keras' progress bar).
+    The process is registered for _stop_children while it runs."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     with open(log_path, "w", encoding="utf-8") as log_file:
-        result = subprocess.run(command, stdout=None if show_progress else log_file,
-                                stderr=log_file, env=env)
-    return result.returncode
+        with _CHILDREN_LOCK:
+            process = subprocess.Popen(command, stdout=None if show_progress else log_file,
+                                       stderr=log_file, env=env)
+            _CHILDREN.add(process)
+        try:
+            return process.wait()
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(process)
+
+
+def _stop_children(grace_seconds: float = 20.0) -> int:
+    """Ends every registered child process: SIGTERM, then SIGKILL for one still
+    running after `grace_seconds`. Returns how many were running."""
+    with _CHILDREN_LOCK:
+        running = [p for p in _CHILDREN if p.poll() is None]
+    for process in running:
+        process.terminate()
+    deadline = time.time() + grace_seconds
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return len(running)
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise StudyInterrupted(f"signal {signum}")
 
 
 class Study:
@@ -192,7 +234,7 @@ class Study:
                               if self.grid.variant_flags[cell.variant] is not None
                               else None),
                   "seconds": time.time() - started, "returncode": code,
-                  "commit": _code_commit()}
+                  "commit": _code_commit(), "environment": _environment()}
         if code == 0:
             with open(os.path.join(workdir, CELL_JSON), "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=1)
@@ -225,6 +267,11 @@ def _outcome(study: Study, cell: Cell, record: dict) -> str:
 def _code_commit() -> str:
     from i2a_tf.study.results import code_commit
     return code_commit()
+
+
+def _environment() -> str:
+    from i2a_tf.study.results import environment
+    return environment()
 
 
 def _clock(seconds: float) -> str:
@@ -283,6 +330,11 @@ def run_study(config: Config) -> dict:
         left = list(pending)
         pool = concurrent.futures.ThreadPoolExecutor(study.workers)
         futures = {pool.submit(run, cell): cell for cell in pending}
+        # SIGTERM is handled as Ctrl-C (signal handlers live in the main thread:
+        # a study run from another thread keeps the handler it has).
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_interrupted)
         try:
             for future in concurrent.futures.as_completed(futures):
                 cell = futures[future]
@@ -309,9 +361,17 @@ def run_study(config: Config) -> dict:
                       f"{_estimate_left(left, seconds_by_variant, study.workers)}",
                       flush=True)
         except BaseException:
-            # Ctrl-C: the running cells' processes got the signal too; start no more.
+            # Ctrl-C or SIGTERM: start no more cells, end the running ones (Ctrl-C
+            # reached them through the terminal's process group; SIGTERM did not).
             pool.shutdown(wait=False, cancel_futures=True)
+            stopped = _stop_children()
+            if stopped:
+                print(f"study stopped: ended {stopped} running cell process(es); "
+                      "run the same command again to continue", flush=True)
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         pool.shutdown()
     from i2a_tf.study.results import write_results
     outputs = write_results(study)
@@ -323,4 +383,4 @@ def run_study(config: Config) -> dict:
     return outputs
 
 
-__all__ = ["BASELINE", "LABELS", "Study", "StudyError", "run_study"]
+__all__ = ["BASELINE", "LABELS", "Study", "StudyError", "StudyInterrupted", "run_study"]
