@@ -99,3 +99,44 @@ def test_consistency_threshold_below_the_smoothing_cap_is_accepted():
 def test_training_seed_defaults_to_the_data_seed():
     assert config_lib.config_from_flat({"seed": 3}).training_seed == 3
     assert config_lib.config_from_flat({"seed": 3, "train_seed": 0}).training_seed == 0
+
+
+def _shipped_configs():
+    import glob
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return root, sorted(os.path.basename(p) for p in glob.glob(
+        os.path.join(root, "configs", "*.cfg")))
+
+
+@pytest.mark.parametrize("name", _shipped_configs()[1])
+def test_every_shipped_config_parses_and_validates(name, monkeypatch):
+    """Each configs/*.cfg (its nested --flagfile paths relative to the
+    repository, as the README runs them) parses through main's flags into a
+    valid Config, and so does every study variant's flag set on top of it:
+    a typo in a config or a variant, or a combination validation refuses
+    (e.g. a consistency threshold above the smoothing cap), fails here rather
+    than hours into a study."""
+    from absl import flags as absl_flags
+    from i2a_tf import main as main_lib
+    from i2a_tf.study import grid as grid_lib
+    root, _ = _shipped_configs()
+    monkeypatch.chdir(root)
+
+    def parsed(*extra):
+        values = absl_flags.FlagValues()
+        main_lib.define_flags(values)
+        values(["main", f"--flagfile=configs/{name}", *extra])
+        config = config_lib.config_from_flat(
+            {f.name: values[f.name].value for _, f in config_lib.leaf_fields()})
+        return config, main_lib.modes_from_flag(values["mode"].value)
+
+    config, modes = parsed()
+    if modes != ["study"]:
+        return
+    grid = grid_lib.study_grid(config)
+    assert grid.cells(), name
+    for variant in grid.variants:
+        flags = grid.variant_flags[variant]
+        if flags is not None:  # logreg: no training flags
+            parsed(*flags)
