@@ -1,9 +1,13 @@
 """The typed config tree: defaults, validation messages, round trip."""
 
 import dataclasses
+import glob
 import json
+import os
 
 import pytest
+
+from conftest import REPO_ROOT
 
 from i2a_tf import config as config_lib
 
@@ -101,15 +105,11 @@ def test_training_seed_defaults_to_the_data_seed():
     assert config_lib.config_from_flat({"seed": 3, "train_seed": 0}).training_seed == 0
 
 
-def _shipped_configs():
-    import glob
-    import os
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return root, sorted(os.path.basename(p) for p in glob.glob(
-        os.path.join(root, "configs", "*.cfg")))
+SHIPPED_CONFIGS = sorted(os.path.basename(p) for p in glob.glob(
+    os.path.join(REPO_ROOT, "configs", "*.cfg")))
 
 
-@pytest.mark.parametrize("name", _shipped_configs()[1])
+@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
 def test_every_shipped_config_parses_and_validates(name, monkeypatch):
     """Each configs/*.cfg (its nested --flagfile paths relative to the
     repository, as the README runs them) parses through main's flags into a
@@ -120,8 +120,7 @@ def test_every_shipped_config_parses_and_validates(name, monkeypatch):
     from absl import flags as absl_flags
     from i2a_tf import main as main_lib
     from i2a_tf.study import grid as grid_lib
-    root, _ = _shipped_configs()
-    monkeypatch.chdir(root)
+    monkeypatch.chdir(REPO_ROOT)
 
     def parsed(*extra):
         values = absl_flags.FlagValues()

@@ -3,9 +3,11 @@ plots, the translations to look at and listen to, and report.html."""
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -114,7 +116,6 @@ def environment() -> str:
     'absent'). The CPU is there because TensorFlow's oneDNN kernels pick their
     instructions (AVX2, AVX-512, AMX) by it, and the sums they round differ."""
     from importlib import metadata
-    import platform
     parts = [f"cpu {_cpu_model()}", f"python {platform.python_version()}"]
     for name in ENVIRONMENT_PACKAGES:
         try:
@@ -144,7 +145,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     if not model:
-        import platform
         model = platform.processor() or platform.machine() or "unknown"
     return f"{model} ({' '.join(flags) or 'none of ' + ' '.join(CPU_FLAGS)})"
 
@@ -181,13 +181,9 @@ def write_results(study) -> dict:
     statistics.write_results_csv(rows, out["results_csv"])
     shown = [a for a in sys.argv[1:] if a.lstrip("-") not in (
         "study_report_only", "study_report_only=true", "study_report_only=True")]
-    commits: dict[str, int] = {}
-    environments: dict[str, int] = {}
-    for record in finished.values():
-        key = record.get("commit", "not recorded")
-        commits[key] = commits.get(key, 0) + 1
-        key = record.get("environment", "not recorded")
-        environments[key] = environments.get(key, 0) + 1
+    commits, environments = (
+        collections.Counter(r.get(key, "not recorded") for r in finished.values())
+        for key in ("commit", "environment"))
     header = [f"Command: `python -m i2a_tf.main {' '.join(shown)}`",
               f"Report written by commit: `{code_commit()}`",
               "Cells trained at: " + ", ".join(f"`{c}` ({n} cells)"

@@ -234,7 +234,7 @@ class Study:
                               if self.grid.variant_flags[cell.variant] is not None
                               else None),
                   "seconds": time.time() - started, "returncode": code,
-                  "commit": _code_commit(), "environment": _environment()}
+                  **_provenance()}
         if code == 0:
             with open(os.path.join(workdir, CELL_JSON), "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=1)
@@ -264,14 +264,10 @@ def _outcome(study: Study, cell: Cell, record: dict) -> str:
     return f"{name} {100 * value:5.1f}" if value == value else f"{name}   –"
 
 
-def _code_commit() -> str:
-    from i2a_tf.study.results import code_commit
-    return code_commit()
-
-
-def _environment() -> str:
-    from i2a_tf.study.results import environment
-    return environment()
+def _provenance() -> dict:
+    """The code commit and the environment that train a cell (cell.json)."""
+    from i2a_tf.study.results import code_commit, environment
+    return {"commit": code_commit(), "environment": environment()}
 
 
 def _clock(seconds: float) -> str:
