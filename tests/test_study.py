@@ -17,6 +17,7 @@ from conftest import REPO_ROOT, TINY_TRAIN, run_main
 from i2a_tf import config as config_lib
 from i2a_tf.study import grid as grid_lib
 from i2a_tf.study import results as results_lib
+from i2a_tf.study import statistics
 
 STUDY = ("--mode=study", "--speech_corpus=synthetic", "--face_corpus=synthetic",
          *TINY_TRAIN, "--epochs=2", "--warmup_epochs=1", "--steps_per_epoch=2",
@@ -53,7 +54,11 @@ def test_every_output_exists_and_parses(study):
         assert 0.0 <= float(row["uar"]) <= 1.0
         with open(os.path.join(_cell(root, row["variant"]), "metrics.json"),
                   encoding="utf-8") as f:
-            assert float(row["uar"]) == json.load(f)["uar"]
+            metrics = json.load(f)
+        assert float(row["uar"]) == metrics["uar"]
+        matrix = statistics.parse_confusion(row["confusion"])
+        assert matrix.tolist() == metrics["confusion_matrix"]
+        assert statistics.pooled_uar(matrix) == pytest.approx(metrics["uar"])
     full = next(r for r in rows if r["variant"] == "full")
     assert float(full["mean_density_weight"]) >= 0.0  # the full run's own figures
     spread = results_lib.translation_spread(os.path.join(_cell(root, "full"),
@@ -61,6 +66,8 @@ def test_every_output_exists_and_parses(study):
     assert full["translation_spread"] == ("" if math.isnan(spread) else f"{spread:.6g}")
     markdown = open(os.path.join(root, "results.md"), encoding="utf-8").read()
     assert markdown.index("supervised") < markdown.index("logistic regression")
+    assert "### Pooled over folds" in markdown  # from the cells' confusion matrices
+    assert "| fold | " + " | ".join(config_lib.DataConfig().classes) + " |" in markdown
     for name in ("uar_vs_budget.png", "paired_delta.png", "training_curves.png"):
         with open(os.path.join(root, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name

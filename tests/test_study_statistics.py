@@ -18,7 +18,7 @@ def _row(fold, seed, variant, uar, budget=0.1, **extra):
            "run": 0, "train_seed": seed, "uar": uar, "val_uar": NAN, "wa": uar + 0.01, "macro_f1": uar - 0.01,
            "pseudo_label_accuracy": NAN, "pseudo_label_coverage": NAN,
            "mean_density_weight": NAN, "translated_accuracy": NAN,
-           "translation_spread": NAN, "seconds": 10.0}
+           "translation_spread": NAN, "seconds": 10.0, "confusion": ""}
     row.update(extra)
     return row
 
@@ -232,6 +232,7 @@ def test_results_csv_without_run_columns_reads_as_run_0(tmp_path):
     (row,) = statistics.read_results_csv(str(path))
     assert row["run"] == 0 and row["seed"] == 1
     assert math.isnan(row["translation_spread"])
+    assert row["confusion"] == ""
 
 
 def test_translation_spread_against_hand_computed_values(tmp_path):
@@ -339,3 +340,92 @@ def test_cross_baseline_refuses_what_it_cannot_pair(tmp_path, case):
         result = _cross_baseline(second, "new:full", f"--also={first}", *extra)
     assert result.returncode == 2
     assert expected in result.stderr, result.stderr
+
+
+# Pooled UAR. Two (fold, seed) units, two classes (rows: true class):
+#   unit (0, 0): supervised [[3,1],[1,0]] UAR (3/4 + 0/1)/2 = 0.375,
+#                full       [[3,1],[0,1]] UAR (3/4 + 1/1)/2 = 0.875  (Δ +0.5,
+#                the second class has one clip)
+#   unit (1, 0): supervised [[2,2],[5,5]] UAR 0.5, full [[4,0],[5,5]] 0.75 (Δ +0.25)
+# Pooled: supervised [[5,3],[6,5]] (5/8 + 5/11)/2, full [[7,1],[5,6]]
+# (7/8 + 6/11)/2, Δ = (2/8 + 1/11)/2 = 1/8 + 1/22, where the mean of the
+# per-unit Δ is 0.375: the one-clip class no longer weighs half a fold.
+POOLED_DELTA = 1 / 8 + 1 / 22
+POOLED = {(0, 0): ([[3, 1], [1, 0]], [[3, 1], [0, 1]]),
+          (1, 0): ([[2, 2], [5, 5]], [[4, 0], [5, 5]])}
+
+
+def _pooled_rows(units=POOLED):
+    rows = []
+    for (fold, seed), (supervised, full) in units.items():
+        for variant, matrix in (("supervised", supervised), ("full", full)):
+            uar = statistics.pooled_uar(np.asarray(matrix))
+            rows.append(_row(fold, seed, variant, uar,
+                             confusion=statistics.confusion_text(matrix)))
+    return rows
+
+
+def test_pooled_uar_of_hand_computed_matrices():
+    assert statistics.pooled_uar(np.array([[5, 3], [6, 5]])) == pytest.approx((5 / 8 + 5 / 11) / 2)
+    assert statistics.pooled_uar(np.array([[2, 0], [0, 0]])) == 1.0  # a class without clips is left out
+    assert math.isnan(statistics.pooled_uar(np.zeros((2, 2))))
+    stacked = statistics.pooled_uar(np.array([[[3, 1], [1, 0]], [[2, 2], [5, 5]]]))
+    np.testing.assert_allclose(stacked, [0.375, 0.5])
+
+
+def test_pooled_comparison_sums_the_units_matrices():
+    c = statistics.pooled_comparison(_pooled_rows(), "full", 0.1)
+    assert c["units"] == 2
+    assert c["uar"] == pytest.approx((7 / 8 + 6 / 11) / 2)
+    assert c["baseline_uar"] == pytest.approx((5 / 8 + 5 / 11) / 2)
+    assert c["delta"] == pytest.approx(POOLED_DELTA)
+    # Resamples of two units: both (Δ pooled, prob 1/2), unit (0,0) twice
+    # (+0.5, 1/4), unit (1,0) twice (+0.25, 1/4): the pooled one is the lowest.
+    assert (c["delta_low"], c["delta_high"]) == pytest.approx((POOLED_DELTA, 0.5))
+    assert c["per_seed"] == pytest.approx({0: POOLED_DELTA})
+    # The mean of the per-fold differences is another number.
+    assert np.mean([d for *_, d in statistics.paired_differences(
+        _pooled_rows(), "full", 0.1)]) == pytest.approx(0.375)
+
+
+def test_pooled_comparison_per_seed_and_without_matrices():
+    units = {(0, 0): POOLED[(0, 0)], (0, 1): POOLED[(1, 0)]}
+    c = statistics.pooled_comparison(_pooled_rows(units), "full", 0.1)
+    assert c["per_seed"] == pytest.approx({0: 0.5, 1: 0.25})
+    # Rows written before the column (no matrix) have no pooled figure.
+    assert statistics.pooled_comparison(ROWS, "full", 0.1) is None
+    old_full = [r if r["variant"] == "supervised" else {**r, "confusion": ""}
+                for r in _pooled_rows()]
+    assert statistics.pooled_comparison(old_full, "full", 0.1) is None
+    assert "Pooled over folds" not in statistics.results_markdown(ROWS, ["supervised", "full"])
+
+
+def test_pooled_table_and_class_supports_in_the_markdown():
+    text = statistics.results_markdown(_pooled_rows(), ["supervised", "full"],
+                                       class_names=("anger", "disgust"))
+    assert "### Pooled over folds (budget 10 %)" in text
+    assert f"| supervised | 2 | {100 * (5 / 8 + 5 / 11) / 2:.1f} | (reference) | |" in text
+    delta = f"{100 * POOLED_DELTA:+.1f}"
+    assert (f"| full | 2 | {100 * (7 / 8 + 6 / 11) / 2:.1f} | {delta} [{delta}, +50.0] | "
+            f"seed 0 {delta} |") in text
+    assert "| fold | anger | disgust |" in text
+    assert "| 0 | 4 | 1 |" in text and "| 1 | 4 | 10 |" in text
+    assert statistics.class_supports(_pooled_rows(), 0.1)[0].tolist() == [4, 1]
+    # Validation UAR (--study_metric=val_uar): no test-clip tables.
+    assert "Pooled over folds" not in statistics.results_markdown(
+        _pooled_rows(), ["supervised", "full"], metric="val_uar")
+
+
+def test_confusion_text_round_trip_and_malformed_cells(tmp_path):
+    matrix = [[15, 0, 4], [0, 0, 1], [2, 2, 3]]
+    assert statistics.confusion_text(matrix) == "15 0 4;0 0 1;2 2 3"
+    assert statistics.parse_confusion("15 0 4;0 0 1;2 2 3").tolist() == matrix
+    assert statistics.parse_confusion("") is None and statistics.parse_confusion(NAN) is None
+    for bad in ("1 2;3", "1 x;3 4", "1 -2;3 4", "1 2 3;4 5 6"):
+        with pytest.raises(ValueError, match="confusion"):
+            statistics.parse_confusion(bad)
+    path = str(tmp_path / "results.csv")
+    statistics.write_results_csv(_pooled_rows(), path)
+    back = statistics.read_results_csv(path)
+    assert [r["confusion"] for r in back] == [r["confusion"] for r in _pooled_rows()]
+    assert statistics.pooled_comparison(back, "full", 0.1)["delta"] == pytest.approx(POOLED_DELTA)

@@ -41,7 +41,9 @@ def cell_row(study, cell: Cell, record: dict) -> dict:
             "translated_accuracy": _last(logs, "translated_accuracy"),
             "translation_spread": translation_spread(
                 os.path.join(workdir, "translations.npz")),
-            "seconds": float(record["seconds"])}
+            "seconds": float(record["seconds"]),
+            "confusion": statistics.confusion_text(metrics["confusion_matrix"])
+            if "confusion_matrix" in metrics else ""}
 
 
 def translation_spread(npz_path: str) -> float:
@@ -194,7 +196,8 @@ def write_results(study) -> dict:
               f"Cells finished: {len(rows)} of {len(cells)}"]
     metric = study.config.study.study_metric
     markdown = statistics.results_markdown(rows, grid.variants, labels=LABELS,
-                                           header_lines=header, metric=metric)
+                                           header_lines=header, metric=metric,
+                                           class_names=study.config.data.classes)
     with open(out["results_md"], "w", encoding="utf-8") as f:
         f.write(markdown)
     images = []

@@ -21,7 +21,16 @@ differences remove what the two runs share.
     run 1 against its run 0, what a change that does nothing reads from one
     run per side, and the training-seed sd of one unit;
   - wins / ties / losses: pairs with Δ above +TIE_POINTS, within ±TIE_POINTS,
-    below -TIE_POINTS (UAR points).
+    below -TIE_POINTS (UAR points);
+  - pooled UAR (test UAR only, cells whose results.csv row has its confusion
+    matrix): the UAR of the summed confusion matrices of the (fold, seed)
+    units, i.e. of every test clip, each predicted by its own fold's model,
+    as leave-speakers-out SER usually reports it. A fold's UAR weighs a class
+    of one test clip as much as a class of sixteen, so one clip can move it
+    by 20 points; pooled, every class has all its clips. Its Δ is pooled
+    UAR(variant) - pooled UAR(supervised) over the paired units; its interval
+    resamples the units (a cluster bootstrap, the same resamples as the
+    per-pair interval) and pools each resample's matrices.
 
 UARs are fractions in the rows and CSV, points (x 100) in the tables.
 """
@@ -39,7 +48,7 @@ RESULT_COLUMNS = ("fold", "seed", "budget", "variant", "run", "train_seed", "uar
                   "val_uar", "wa", "macro_f1",
                   "pseudo_label_accuracy", "pseudo_label_coverage",
                   "mean_density_weight", "translated_accuracy",
-                  "translation_spread", "seconds")
+                  "translation_spread", "seconds", "confusion")
 BASELINE = "supervised"
 # What a study compares (--study_metric): the test speakers' UAR, or the
 # validation speakers' UAR at the last epoch (development: choices made on it
@@ -74,7 +83,7 @@ def read_results_csv(path: str) -> list[dict]:
         for raw in csv.DictReader(f):
             row = {}
             for key, value in raw.items():
-                if key == "variant":
+                if key in ("variant", "confusion"):
                     row[key] = value
                 elif key in integers:
                     if value != "":  # run / train_seed: absent from older tables
@@ -84,8 +93,111 @@ def read_results_csv(path: str) -> list[dict]:
             row.setdefault("run", 0)  # written before training runs were a column
             row.setdefault("train_seed", -1)
             row.setdefault("translation_spread", float("nan"))  # a later column
+            row.setdefault("confusion", "")  # a later column
             rows.append(row)
     return rows
+
+
+def confusion_text(matrix) -> str:
+    """A confusion matrix (rows: true class, columns: predicted) as results.csv
+    keeps it: rows joined by ';', counts by ' '."""
+    return ";".join(" ".join(str(int(v)) for v in row) for row in matrix)
+
+
+def parse_confusion(text) -> np.ndarray | None:
+    """The matrix `confusion_text` wrote, or None for an empty cell (a row
+    written before the column existed). ValueError names a malformed one."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        matrix = np.asarray([[int(v) for v in row.split()] for row in text.split(";")],
+                            np.int64)
+    except ValueError as error:  # ragged rows or a non-integer count
+        raise ValueError(f"confusion {text!r} is not a matrix of counts: {error}") from None
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or (matrix < 0).any():
+        raise ValueError(f"confusion {text!r} is not a square matrix of counts")
+    return matrix
+
+
+def pooled_uar(confusion: np.ndarray) -> np.ndarray | float:
+    """UAR of a confusion matrix [..., C, C] (rows: true class): the mean
+    recall over the classes with test clips, as `classification_metrics`
+    computes a fold's; NaN with no clip."""
+    confusion = np.asarray(confusion, np.float64)
+    support = confusion.sum(axis=-1)
+    present = support > 0
+    recall = np.diagonal(confusion, axis1=-2, axis2=-1) / np.maximum(support, 1e-300)
+    count = present.sum(axis=-1)
+    total = np.where(present, recall, 0.0).sum(axis=-1)
+    out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def unit_confusions(rows: Iterable[dict], budget: float
+                    ) -> dict[tuple[int, int], dict[str, np.ndarray]]:
+    """{(fold, seed): {variant: confusion matrix, the mean over the unit's
+    training runs}} at `budget`, for the variants whose every run there has
+    one (so each unit weighs the same, whatever its number of runs)."""
+    runs: dict[tuple[int, int], dict[str, list]] = {}
+    for row in rows:
+        if row["budget"] == budget:
+            runs.setdefault((row["fold"], row["seed"]), {}).setdefault(
+                row["variant"], []).append(parse_confusion(row.get("confusion")))
+    return {key: {variant: np.mean(matrices, axis=0)
+                  for variant, matrices in by_variant.items()
+                  if all(m is not None for m in matrices)
+                  and len({m.shape for m in matrices}) == 1}
+            for key, by_variant in runs.items()}
+
+
+def pooled_comparison(rows: Iterable[dict], variant: str, budget: float,
+                      baseline: str = BASELINE, confidence: float = CONFIDENCE,
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+                      ) -> dict | None:
+    """Pooled UAR of `variant` and `baseline` over the (fold, seed) units
+    where both have confusion matrices, their difference, its cluster
+    bootstrap interval (units resampled as `bootstrap_interval` resamples
+    pairs, each resample's matrices summed) and the difference per seed
+    (pooled over that seed's folds). None without such a unit."""
+    units = [(key, by_variant[variant], by_variant[baseline])
+             for key, by_variant in sorted(unit_confusions(rows, budget).items())
+             if variant in by_variant and baseline in by_variant]
+    if not units:
+        return None
+    mine = np.stack([m for _, m, _ in units])
+    theirs = np.stack([t for _, _, t in units])
+    delta = pooled_uar(mine.sum(0)) - pooled_uar(theirs.sum(0))
+    if len(units) > 1:
+        rng = np.random.default_rng(seed)
+        picks = rng.integers(0, len(units), size=(resamples, len(units)))
+        counts = np.zeros((resamples, len(units)))
+        np.add.at(counts, (np.arange(resamples)[:, None], picks), 1.0)
+        deltas = (pooled_uar(np.einsum("rn,nij->rij", counts, mine))
+                  - pooled_uar(np.einsum("rn,nij->rij", counts, theirs)))
+        low, high = np.quantile(deltas, [(1.0 - confidence) / 2.0,
+                                         (1.0 + confidence) / 2.0])
+    else:
+        low = high = delta
+    per_seed = {}
+    for seed_value in sorted({key[1] for key, _, _ in units}):
+        picked = [i for i, (key, _, _) in enumerate(units) if key[1] == seed_value]
+        per_seed[seed_value] = (pooled_uar(mine[picked].sum(0))
+                                - pooled_uar(theirs[picked].sum(0)))
+    return {"units": len(units), "uar": pooled_uar(mine.sum(0)),
+            "baseline_uar": pooled_uar(theirs.sum(0)), "delta": float(delta),
+            "delta_low": float(low), "delta_high": float(high), "per_seed": per_seed}
+
+
+def class_supports(rows: Iterable[dict], budget: float) -> dict[int, np.ndarray]:
+    """{fold: test clips per class} at `budget`, from the rows' confusion
+    matrices (their row sums), for the folds where every row agrees."""
+    seen: dict[int, set] = {}
+    for row in rows:
+        matrix = parse_confusion(row.get("confusion"))
+        if row["budget"] == budget and matrix is not None:
+            seen.setdefault(row["fold"], set()).add(tuple(int(v) for v in matrix.sum(1)))
+    return {fold: np.asarray(next(iter(supports)))
+            for fold, supports in sorted(seen.items()) if len(supports) == 1}
 
 
 def unit_values(rows: Iterable[dict], budget: float, metric: str = "uar"
@@ -263,11 +375,13 @@ def _plain(value: float) -> str:
 
 def results_markdown(rows: Sequence[dict], variants: Sequence[str],
                      labels: dict[str, str] | None = None,
-                     header_lines: Sequence[str] = (), metric: str = "uar") -> str:
+                     header_lines: Sequence[str] = (), metric: str = "uar",
+                     class_names: Sequence[str] = ()) -> str:
     """results.md: per budget, one row per variant (supervised first, logreg
     second): UAR mean ± std, the paired Δ to supervised with its 95 %
     bootstrap interval and W/T/L, then WA, macro-F1 and the diagnostics; then
-    each variant's Δ per (fold, seed)."""
+    each variant's Δ per (fold, seed); with confusion matrices in the rows
+    (test UAR), the pooled UAR and the test clips per class of each fold."""
     labels = labels or {}
     lines = ["# Study results", ""]
     lines += [f"{line}  " for line in header_lines]
@@ -335,8 +449,52 @@ def results_markdown(rows: Sequence[dict], variants: Sequence[str],
                     f"{floor['beyond_3']} pairs beyond ±3 points; training-seed sd "
                     f"of one run: {100 * floor['run_sd']:.1f} points.")
         lines += [""] + notes + [""]
+        if test_shown:
+            lines += _pooled_table(rows, variants, budget, labels, class_names)
         lines += _per_pair_table(rows, variants, budget, labels, metric)
     return "\n".join(lines)
+
+
+def _pooled_table(rows, variants, budget, labels, class_names=()) -> list[str]:
+    """The pooled UAR of every variant and its Δ, then the test clips per
+    class of each fold; nothing without supervised's confusion matrices."""
+    order = table_order(variants)
+    units = unit_confusions(rows, budget)
+    base = [by[BASELINE] for _, by in sorted(units.items()) if BASELINE in by]
+    if not base:
+        return []
+    lines = [f"### Pooled over folds (budget {100 * budget:g} %)", "",
+             "UAR of all test clips of the (fold, seed) units, each clip predicted by "
+             "its own fold's model (the units' confusion matrices summed): every "
+             "class counts all its clips, where a fold's UAR can hang on one. Δ: "
+             "pooled UAR of the variant minus supervised's over the units both "
+             "have; interval: the units resampled (cluster bootstrap); per seed: "
+             "the Δ pooled over that seed's folds.", "",
+             "| variant | units | pooled UAR | Δ vs supervised [95 % CI] | Δ per seed |",
+             "|---|---|---|---|---|",
+             f"| {labels.get(BASELINE, BASELINE)} | {len(base)} | "
+             f"{_points(pooled_uar(np.sum(base, axis=0)))} | (reference) | |"]
+    for variant in (v for v in order if v != BASELINE):
+        c = pooled_comparison(rows, variant, budget)
+        if c is None:
+            continue
+        seeds = ", ".join(f"seed {s} {100 * d:+.1f}" for s, d in c["per_seed"].items())
+        lines.append(f"| {labels.get(variant, variant)} | {c['units']} | "
+                     f"{_points(c['uar'])} | {100 * c['delta']:+.1f} "
+                     f"[{100 * c['delta_low']:+.1f}, {100 * c['delta_high']:+.1f}] | "
+                     f"{seeds} |")
+    supports = class_supports(rows, budget)
+    if supports:
+        width = len(next(iter(supports.values())))
+        names = (list(class_names) if len(class_names) == width
+                 else [f"class {i}" for i in range(width)])
+        lines += ["", "Test clips per class in each fold (one clip of a class with "
+                  f"n clips moves that fold's UAR by 100 / ({width} n) points):", "",
+                  "| fold | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * width]
+        lines += [f"| {fold} | " + " | ".join(str(int(v)) for v in support) + " |"
+                  for fold, support in supports.items()]
+    return lines + [""]
 
 
 def _per_pair_table(rows, variants, budget, labels, metric="uar") -> list[str]:
