@@ -429,3 +429,63 @@ def test_confusion_text_round_trip_and_malformed_cells(tmp_path):
     back = statistics.read_results_csv(path)
     assert [r["confusion"] for r in back] == [r["confusion"] for r in _pooled_rows()]
     assert statistics.pooled_comparison(back, "full", 0.1)["delta"] == pytest.approx(POOLED_DELTA)
+
+
+def test_pooled_interval_is_the_paired_one_when_every_unit_has_the_same_clips():
+    """With the same clips per class in every unit, pooled recall is the mean
+    of the units' recalls, so the pooled Δ of any resample is the mean of its
+    per-unit Δ: the cluster bootstrap must give bootstrap_interval's interval
+    over the paired differences (same resamples), to rounding."""
+    rng = np.random.default_rng(3)
+    units = {}
+    for fold in range(15):  # 3 classes of 97, 89 and 101 clips in every unit
+        matrices = []
+        for _ in range(2):
+            matrix = np.zeros((3, 3), int)
+            for cls, clips in enumerate((97, 89, 101)):
+                right = int(rng.integers(0, clips + 1))
+                matrix[cls, cls] = right
+                matrix[cls, (cls + 1) % 3] = clips - right
+            matrices.append(matrix.tolist())
+        units[(fold, 0)] = tuple(matrices)
+    rows = _pooled_rows(units)
+    deltas = [d for *_, d in statistics.paired_differences(rows, "full", 0.1)]
+    c = statistics.pooled_comparison(rows, "full", 0.1)
+    assert c["delta"] == pytest.approx(np.mean(deltas))
+    assert (c["delta_low"], c["delta_high"]) == pytest.approx(
+        statistics.bootstrap_interval(deltas))
+    assert c["delta_high"] > c["delta_low"]
+
+
+def test_pooled_unit_of_several_runs_is_their_mean_matrix():
+    rows = _pooled_rows({(0, 0): POOLED[(0, 0)]})
+    # A second supervised run of unit (0, 0): [[1,3],[1,0]]; the unit's
+    # matrix is the mean [[2,2],[1,0]], UAR (2/4 + 0)/2 = 0.25, full's 0.875.
+    rows.append({**_row(0, 0, "supervised", 0.125, confusion="1 3;1 0"), "run": 1})
+    c = statistics.pooled_comparison(rows, "full", 0.1)
+    assert c["baseline_uar"] == pytest.approx(0.25)
+    assert c["delta"] == pytest.approx(0.875 - 0.25)
+    # A run without a matrix takes its variant's unit out of the pooled figures.
+    rows.append({**_row(0, 0, "full", 0.5), "run": 1})
+    assert statistics.pooled_comparison(rows, "full", 0.1) is None
+
+
+def test_pooled_table_names_supervised_on_the_shared_units():
+    rows = _pooled_rows() + [_row(2, 0, "supervised", 1.0, confusion="3 0;0 3")]
+    text = statistics.results_markdown(rows, ["supervised", "full"])
+    pooled_all = (8 / 11 + 8 / 14) / 2  # [[8,3],[6,8]] with unit (2, 0)
+    assert f"| supervised | 3 | {100 * pooled_all:.1f} | (reference) | |" in text
+    assert (f"| full | 2 | {100 * (7 / 8 + 6 / 11) / 2:.1f} (supervised "
+            f"{100 * (5 / 8 + 5 / 11) / 2:.1f} on these units) |") in text
+
+
+def test_pooled_figures_name_a_bad_cell():
+    bad = _pooled_rows() + [_row(1, 2, "full", 0.5, confusion="1 2;3")]
+    with pytest.raises(ValueError, match="fold 1 seed 2 budget 0.1 variant full"):
+        statistics.pooled_comparison(bad, "full", 0.1)
+    # A bad cell at another budget does not stop this budget's tables.
+    other = _pooled_rows() + [_row(1, 2, "full", 0.5, budget=0.2, confusion="x")]
+    assert statistics.class_supports(other, 0.1)[0].tolist() == [4, 1]
+    mixed = _pooled_rows() + [_row(3, 0, "full", 0.5, confusion="1 0 0;0 1 0;0 0 1")]
+    with pytest.raises(ValueError, match="different sizes.*2x2 at fold 0 seed 0.*3x3 at fold 3"):
+        statistics.pooled_comparison(mixed, "full", 0.1)

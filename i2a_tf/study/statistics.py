@@ -30,7 +30,9 @@ differences remove what the two runs share.
     by 20 points; pooled, every class has all its clips. Its Δ is pooled
     UAR(variant) - pooled UAR(supervised) over the paired units; its interval
     resamples the units (a cluster bootstrap, the same resamples as the
-    per-pair interval) and pools each resample's matrices.
+    per-pair interval when both have the same units) and pools each
+    resample's matrices. Where supervised has units the variant lacks, the
+    variant's row also gives supervised's pooled UAR over the shared units.
 
 UARs are fractions in the rows and CSV, points (x 100) in the tables.
 """
@@ -133,20 +135,39 @@ def pooled_uar(confusion: np.ndarray) -> np.ndarray | float:
     return float(out) if out.ndim == 0 else out
 
 
+def _row_confusion(row: dict) -> np.ndarray | None:
+    """parse_confusion of a results row, an error naming the cell."""
+    try:
+        return parse_confusion(row.get("confusion"))
+    except ValueError as error:
+        raise ValueError(f"results row of fold {row['fold']} seed {row['seed']} budget "
+                         f"{row['budget']:g} variant {row['variant']}: {error}") from None
+
+
 def unit_confusions(rows: Iterable[dict], budget: float
                     ) -> dict[tuple[int, int], dict[str, np.ndarray]]:
     """{(fold, seed): {variant: confusion matrix, the mean over the unit's
     training runs}} at `budget`, for the variants whose every run there has
-    one (so each unit weighs the same, whatever its number of runs)."""
+    one (so each unit weighs the same, whatever its number of runs).
+    ValueError when the matrices at `budget` differ in size (cells of
+    different class lists cannot be pooled)."""
     runs: dict[tuple[int, int], dict[str, list]] = {}
+    shapes: dict[tuple, str] = {}
     for row in rows:
         if row["budget"] == budget:
+            matrix = _row_confusion(row)
+            if matrix is not None:
+                shapes.setdefault(matrix.shape, f"fold {row['fold']} seed {row['seed']} "
+                                  f"variant {row['variant']}")
             runs.setdefault((row["fold"], row["seed"]), {}).setdefault(
-                row["variant"], []).append(parse_confusion(row.get("confusion")))
+                row["variant"], []).append(matrix)
+    if len(shapes) > 1:
+        raise ValueError(f"confusion matrices of different sizes at budget {budget:g} ("
+                         + ", ".join(f"{a}x{b} at {where}" for (a, b), where in shapes.items())
+                         + "): cells with different class lists cannot be pooled")
     return {key: {variant: np.mean(matrices, axis=0)
                   for variant, matrices in by_variant.items()
-                  if all(m is not None for m in matrices)
-                  and len({m.shape for m in matrices}) == 1}
+                  if all(m is not None for m in matrices)}
             for key, by_variant in runs.items()}
 
 
@@ -193,8 +214,8 @@ def class_supports(rows: Iterable[dict], budget: float) -> dict[int, np.ndarray]
     matrices (their row sums), for the folds where every row agrees."""
     seen: dict[int, set] = {}
     for row in rows:
-        matrix = parse_confusion(row.get("confusion"))
-        if row["budget"] == budget and matrix is not None:
+        matrix = _row_confusion(row) if row["budget"] == budget else None
+        if matrix is not None:
             seen.setdefault(row["fold"], set()).add(tuple(int(v) for v in matrix.sum(1)))
     return {fold: np.asarray(next(iter(supports)))
             for fold, supports in sorted(seen.items()) if len(supports) == 1}
@@ -479,8 +500,10 @@ def _pooled_table(rows, variants, budget, labels, class_names=()) -> list[str]:
         if c is None:
             continue
         seeds = ", ".join(f"seed {s} {100 * d:+.1f}" for s, d in c["per_seed"].items())
+        shared = ("" if c["units"] == len(base) else
+                  f" (supervised {_points(c['baseline_uar'])} on these units)")
         lines.append(f"| {labels.get(variant, variant)} | {c['units']} | "
-                     f"{_points(c['uar'])} | {100 * c['delta']:+.1f} "
+                     f"{_points(c['uar'])}{shared} | {100 * c['delta']:+.1f} "
                      f"[{100 * c['delta_low']:+.1f}, {100 * c['delta_high']:+.1f}] | "
                      f"{seeds} |")
     supports = class_supports(rows, budget)
@@ -489,7 +512,8 @@ def _pooled_table(rows, variants, budget, labels, class_names=()) -> list[str]:
         names = (list(class_names) if len(class_names) == width
                  else [f"class {i}" for i in range(width)])
         lines += ["", "Test clips per class in each fold (one clip of a class with "
-                  f"n clips moves that fold's UAR by 100 / ({width} n) points):", "",
+                  "n clips moves that fold's UAR by 100 / (k n) points, k the fold's "
+                  "classes with clips):", "",
                   "| fold | " + " | ".join(names) + " |",
                   "|---|" + "---|" * width]
         lines += [f"| {fold} | " + " | ".join(str(int(v)) for v in support) + " |"
