@@ -489,3 +489,15 @@ def test_pooled_figures_name_a_bad_cell():
     mixed = _pooled_rows() + [_row(3, 0, "full", 0.5, confusion="1 0 0;0 1 0;0 0 1")]
     with pytest.raises(ValueError, match="different sizes.*2x2 at fold 0 seed 0.*3x3 at fold 3"):
         statistics.pooled_comparison(mixed, "full", 0.1)
+
+
+def test_cross_baseline_adds_the_pooled_difference(tmp_path):
+    path = str(tmp_path / "pooled.csv")
+    statistics.write_results_csv(_pooled_rows(), path)
+    result = _cross_baseline(path, "full:supervised")
+    assert result.returncode == 0, result.stderr
+    delta = f"{100 * POOLED_DELTA:+.1f}"
+    assert result.stdout.splitlines() == [
+        "full - supervised: +37.5 [+25.0, +50.0] 2/0/0 over 2 pairs; >3 points worse: 0",
+        f"  pooled over folds: {delta} [{delta}, +50.0] over 2 units "
+        f"(full {100 * (7 / 8 + 6 / 11) / 2:.1f}, supervised {100 * (5 / 8 + 5 / 11) / 2:.1f})"]

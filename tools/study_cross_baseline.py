@@ -6,7 +6,10 @@
 
 Per pair: mean Δ in points, 95 % percentile-bootstrap interval over the
 (fold, seed) pairs, W/T/L, and pairs more than 3 points worse: the study's own
-statistics (`i2a_tf.study.statistics`), each side the mean of its training runs.
+statistics (`i2a_tf.study.statistics`), each side the mean of its training runs;
+for rows that keep their test confusion matrices, also the pooled UAR's Δ
+(every test clip of the paired units, each by its own fold's model) with its
+cluster-bootstrap interval.
 E.g. docs/results/emodb_ckplus_speaker: full:supervised_global.
 
 Across studies: `--also` adds another study's rows (the same folds, seeds and
@@ -140,6 +143,16 @@ def main() -> int:
         print(f"{variant} - {baseline}: {100 * sum(deltas) / len(deltas):+.1f} "
               f"[{100 * low:+.1f}, {100 * high:+.1f}] {wins}/{ties}/{losses} over "
               f"{len(deltas)} pairs; >3 points worse: {worse}")
+        try:
+            pooled = statistics.pooled_comparison(rows, variant, args.budget, baseline)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if pooled is not None:  # rows that keep their confusion matrices
+            print(f"  pooled over folds: {100 * pooled['delta']:+.1f} "
+                  f"[{100 * pooled['delta_low']:+.1f}, {100 * pooled['delta_high']:+.1f}] "
+                  f"over {pooled['units']} units ({variant} {100 * pooled['uar']:.1f}, "
+                  f"{baseline} {100 * pooled['baseline_uar']:.1f})")
     return 0
 
 
