@@ -64,6 +64,9 @@ def test_every_output_exists_and_parses(study):
     spread = results_lib.translation_spread(os.path.join(_cell(root, "full"),
                                                          "translations.npz"))
     assert full["translation_spread"] == ("" if math.isnan(spread) else f"{spread:.6g}")
+    with open(os.path.join(_cell(root, "full"), "history.json"), encoding="utf-8") as f:
+        admitted = results_lib._after_warmup_mean(json.load(f)["logs"], "admitted_fraction")
+    assert full["admitted_fraction"] == ("" if math.isnan(admitted) else f"{admitted:.6g}")
     markdown = open(os.path.join(root, "results.md"), encoding="utf-8").read()
     assert markdown.index("supervised") < markdown.index("logistic regression")
     assert "### Pooled over folds" in markdown  # from the cells' confusion matrices

@@ -18,7 +18,8 @@ def _row(fold, seed, variant, uar, budget=0.1, **extra):
            "run": 0, "train_seed": seed, "uar": uar, "val_uar": NAN, "wa": uar + 0.01, "macro_f1": uar - 0.01,
            "pseudo_label_accuracy": NAN, "pseudo_label_coverage": NAN,
            "mean_density_weight": NAN, "translated_accuracy": NAN,
-           "translation_spread": NAN, "seconds": 10.0, "confusion": ""}
+           "translation_spread": NAN, "seconds": 10.0, "confusion": "",
+           "admitted_fraction": NAN}
     row.update(extra)
     return row
 
@@ -26,9 +27,11 @@ def _row(fold, seed, variant, uar, budget=0.1, **extra):
 # supervised 0.50 / 0.40, full 0.56 / 0.38 (Δ +6 and -2 points), logreg 0.45 twice.
 ROWS = [_row(0, 0, "supervised", 0.50), _row(1, 0, "supervised", 0.40),
         _row(0, 0, "full", 0.56, pseudo_label_accuracy=0.6, pseudo_label_coverage=0.2,
-             mean_density_weight=0.25, translated_accuracy=0.3, translation_spread=0.1),
+             mean_density_weight=0.25, translated_accuracy=0.3, translation_spread=0.1,
+             admitted_fraction=0.01),
         _row(1, 0, "full", 0.38, pseudo_label_accuracy=0.4, pseudo_label_coverage=0.4,
-             mean_density_weight=0.75, translated_accuracy=0.5, translation_spread=0.3),
+             mean_density_weight=0.75, translated_accuracy=0.5, translation_spread=0.3,
+             admitted_fraction=0.04),
         _row(0, 0, "logreg", 0.45), _row(1, 0, "logreg", 0.45)]
 
 
@@ -87,9 +90,10 @@ def test_summary_and_markdown_hand_computed():
     assert table[0].startswith("| supervised | 2 | 45.0 ± 7.1 | (reference)")
     assert table[1].startswith("| logreg | 2 | 45.0 ± 0.0 | +0.0 [-5.0, +5.0] | 1/0/1")
     assert table[2].startswith("| full method | 2 | 47.0 ± 12.7 | +2.0 [-2.0, +6.0] | 1/0/1")
-    # PL acc, PL cov, w̄, translated accuracy, spread: means over the two cells.
-    assert table[2].endswith("| 50 | 30 | 0.5 | 40 | 0.2 | 10 |")
-    assert table[0].endswith("| – | – | – | – | – | 10 |")
+    # PL acc, PL cov, w̄, translated accuracy, admitted, spread: means over the
+    # two cells.
+    assert table[2].endswith("| 50 | 30 | 0.5 | 40 | 2.5 | 0.2 | 10 |")
+    assert table[0].endswith("| – | – | – | – | – | – | 10 |")
     assert "| 0 | 0 | 50.0 | -5.0 | +6.0 |" in text  # per-pair: logreg, then full
     assert "Command: `x`" in text
     assert "No cell has finished" in statistics.results_markdown([], ["supervised"])
@@ -232,7 +236,7 @@ def test_results_csv_without_run_columns_reads_as_run_0(tmp_path):
     (row,) = statistics.read_results_csv(str(path))
     assert row["run"] == 0 and row["seed"] == 1
     assert math.isnan(row["translation_spread"])
-    assert row["confusion"] == ""
+    assert row["confusion"] == "" and math.isnan(row["admitted_fraction"])
 
 
 def test_translation_spread_against_hand_computed_values(tmp_path):
@@ -501,3 +505,11 @@ def test_cross_baseline_adds_the_pooled_difference(tmp_path):
         "full - supervised: +37.5 [+25.0, +50.0] 2/0/0 over 2 pairs; >3 points worse: 0",
         f"  pooled over folds: {delta} [{delta}, +50.0] over 2 units "
         f"(full {100 * (7 / 8 + 6 / 11) / 2:.1f}, supervised {100 * (5 / 8 + 5 / 11) / 2:.1f})"]
+
+
+def test_admitted_fraction_is_the_mean_after_warm_up():
+    logs = {"aux_weight": [0.0, 0.0, 0.5, 1.0], "admitted_fraction": [0.9, 0.9, 0.02, 0.04]}
+    assert results._after_warmup_mean(logs, "admitted_fraction") == pytest.approx(0.03)
+    assert math.isnan(results._after_warmup_mean({"aux_weight": [0.0]}, "admitted_fraction"))
+    assert math.isnan(results._after_warmup_mean(
+        {"aux_weight": [0.0, 0.0], "admitted_fraction": [0.5, 0.5]}, "admitted_fraction"))

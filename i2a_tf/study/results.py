@@ -39,11 +39,20 @@ def cell_row(study, cell: Cell, record: dict) -> dict:
             "pseudo_label_coverage": float(pseudo.get("pseudo_label_coverage", np.nan)),
             "mean_density_weight": _last(logs, "mean_density_weight"),
             "translated_accuracy": _last(logs, "translated_accuracy"),
+            "admitted_fraction": _after_warmup_mean(logs, "admitted_fraction"),
             "translation_spread": translation_spread(
                 os.path.join(workdir, "translations.npz")),
             "seconds": float(record["seconds"]),
             "confusion": statistics.confusion_text(metrics["confusion_matrix"])
             if "confusion_matrix" in metrics else ""}
+
+
+def _after_warmup_mean(logs: dict, key: str) -> float:
+    """The mean of `key` over the epochs whose auxiliary weight is above 0
+    (after warm-up, when the auxiliary terms act); NaN without such epochs."""
+    values, weights = logs.get(key) or [], logs.get("aux_weight") or []
+    acting = [float(v) for v, w in zip(values, weights) if w > 0]
+    return float(np.mean(acting)) if acting else float("nan")
 
 
 def translation_spread(npz_path: str) -> float:
