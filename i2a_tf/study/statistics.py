@@ -190,14 +190,12 @@ def pooled_comparison(rows: Iterable[dict], variant: str, budget: float,
     theirs = np.stack([t for _, _, t in units])
     delta = pooled_uar(mine.sum(0)) - pooled_uar(theirs.sum(0))
     if len(units) > 1:
-        rng = np.random.default_rng(seed)
-        picks = rng.integers(0, len(units), size=(resamples, len(units)))
+        picks = _resample_indices(len(units), resamples, seed)
         counts = np.zeros((resamples, len(units)))
         np.add.at(counts, (np.arange(resamples)[:, None], picks), 1.0)
         deltas = (pooled_uar(np.einsum("rn,nij->rij", counts, mine))
                   - pooled_uar(np.einsum("rn,nij->rij", counts, theirs)))
-        low, high = np.quantile(deltas, [(1.0 - confidence) / 2.0,
-                                         (1.0 + confidence) / 2.0])
+        low, high = _percentile_interval(deltas, confidence)
     else:
         low = high = delta
     per_seed = {}
@@ -309,10 +307,20 @@ def bootstrap_interval(values: Sequence[float], confidence: float = CONFIDENCE,
         return float("nan"), float("nan")
     if values.size == 1:
         return float(values[0]), float(values[0])
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, values.size, size=(resamples, values.size))
-    means = values[picks].mean(axis=1)
-    low, high = np.quantile(means, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    means = values[_resample_indices(values.size, resamples, seed)].mean(axis=1)
+    return _percentile_interval(means, confidence)
+
+
+def _resample_indices(size: int, resamples: int, seed: int) -> np.ndarray:
+    """[resamples, size] indices drawn with replacement: the resamples of
+    every bootstrap here (the paired and the pooled intervals share them)."""
+    return np.random.default_rng(seed).integers(0, size, size=(resamples, size))
+
+
+def _percentile_interval(statistics_: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The (1-c)/2 and (1+c)/2 quantiles of resampled statistics."""
+    low, high = np.quantile(statistics_, [(1.0 - confidence) / 2.0,
+                                          (1.0 + confidence) / 2.0])
     return float(low), float(high)
 
 
