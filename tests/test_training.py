@@ -19,6 +19,7 @@ from conftest import REPO_ROOT, TINY_TRAIN, run_main
 from training_fixtures import set_tiny_state, tiny_batch, tiny_config, tiny_model
 
 from i2a_tf.training import callbacks as callbacks_lib
+from i2a_tf.training import trainer as trainer_lib
 from i2a_tf.models.evaluation import classification_metrics
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -260,13 +261,29 @@ def test_main_demo_prepare_train_evaluate(tmp_path, variant):
         assert again.returncode == 0, again.stderr[-3000:]
         with open(os.path.join(workdir, "metrics.json")) as f:
             assert json.load(f)["confusion_matrix"] == metrics["confusion_matrix"]
-        # A second training run logs into a TensorBoard run folder of its own,
-        # and (deterministic by default) gives the same metrics.
-        again = run_main(*args, "--mode=train")
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert glob.glob(os.path.join(workdir, "logs", "run-002", "train", "events.*"))
-        with open(os.path.join(workdir, "metrics.json")) as f:
-            assert json.load(f) == metrics
+        # (That a second training run gives the same numbers in a fresh process
+        # is tested on a study cell: test_study.py, "a cell rerun in a fresh
+        # process"; that it logs into a run folder of its own, by
+        # test_each_training_run_logs_into_a_folder_of_its_own.)
+
+
+def test_each_training_run_logs_into_a_folder_of_its_own(tmp_path):
+    workdir = str(tmp_path)
+    logs = os.path.join(workdir, "logs")
+    first = trainer_lib.tensorboard_run_dir(workdir, resuming=False)
+    assert first == os.path.join(logs, "run-001")
+    # A resumed run continues the folder named in logs/active_run ...
+    assert trainer_lib.tensorboard_run_dir(workdir, resuming=True) == first
+    os.makedirs(first)
+    # ... a new run takes the next number after the highest, gaps kept.
+    os.makedirs(os.path.join(logs, "run-007"))
+    os.makedirs(os.path.join(logs, "run-x"))  # not a run folder: ignored
+    assert trainer_lib.tensorboard_run_dir(workdir, resuming=False) == \
+        os.path.join(logs, "run-008")
+    with open(os.path.join(logs, "active_run"), encoding="utf-8") as f:
+        assert f.read() == "run-008\n"
+    assert trainer_lib.tensorboard_run_dir(workdir, resuming=True) == \
+        os.path.join(logs, "run-008")
 
 
 def test_evaluate_without_a_trained_classifier_names_the_fix(tmp_path):
@@ -280,12 +297,11 @@ def test_killed_training_resumes_at_the_interrupted_epoch(tmp_path):
     workdir = str(tmp_path / "run")
     args = ("--flagfile=configs/demo.cfg", f"--workdir={workdir}", *TINY_TRAIN,
             "--epochs=6", "--warmup_epochs=1", "--steps_per_epoch=3", "--verbose=2")
-    prepared = run_main(*args, "--mode=prepare")
-    assert prepared.returncode == 0, prepared.stderr[-3000:]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
     metadata = os.path.join(workdir, "backup", "training_metadata.json")
+    # Prepared in the process that is killed (one TensorFlow start-up less).
     process = subprocess.Popen(
-        [sys.executable, "-m", "i2a_tf.main", *args, "--mode=train"], cwd=REPO_ROOT,
+        [sys.executable, "-m", "i2a_tf.main", *args, "--mode=prepare,train"], cwd=REPO_ROOT,
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not os.path.exists(metadata) and process.poll() is None:
