@@ -65,8 +65,11 @@ def test_every_output_exists_and_parses(study):
                                                          "translations.npz"))
     assert full["translation_spread"] == ("" if math.isnan(spread) else f"{spread:.6g}")
     with open(os.path.join(_cell(root, "full"), "history.json"), encoding="utf-8") as f:
-        admitted = results_lib._after_warmup_mean(json.load(f)["logs"], "admitted_fraction")
-    assert full["admitted_fraction"] == ("" if math.isnan(admitted) else f"{admitted:.6g}")
+        logs = json.load(f)["logs"]
+    for key in ("admitted_fraction", "judge_admitted_fraction"):
+        value = results_lib._after_warmup_mean(logs, key)
+        assert full[key] == ("" if math.isnan(value) else f"{value:.6g}"), key
+    assert "judge_admitted_fraction" in logs  # the full run has a judge
     markdown = open(os.path.join(root, "results.md"), encoding="utf-8").read()
     assert markdown.index("supervised") < markdown.index("logistic regression")
     assert "### Pooled over folds" in markdown  # from the cells' confusion matrices

@@ -19,7 +19,7 @@ def _row(fold, seed, variant, uar, budget=0.1, **extra):
            "pseudo_label_accuracy": NAN, "pseudo_label_coverage": NAN,
            "mean_density_weight": NAN, "translated_accuracy": NAN,
            "translation_spread": NAN, "seconds": 10.0, "confusion": "",
-           "admitted_fraction": NAN}
+           "admitted_fraction": NAN, "judge_admitted_fraction": NAN}
     row.update(extra)
     return row
 
@@ -28,10 +28,10 @@ def _row(fold, seed, variant, uar, budget=0.1, **extra):
 ROWS = [_row(0, 0, "supervised", 0.50), _row(1, 0, "supervised", 0.40),
         _row(0, 0, "full", 0.56, pseudo_label_accuracy=0.6, pseudo_label_coverage=0.2,
              mean_density_weight=0.25, translated_accuracy=0.3, translation_spread=0.1,
-             admitted_fraction=0.01),
+             admitted_fraction=0.01, judge_admitted_fraction=0.5),
         _row(1, 0, "full", 0.38, pseudo_label_accuracy=0.4, pseudo_label_coverage=0.4,
              mean_density_weight=0.75, translated_accuracy=0.5, translation_spread=0.3,
-             admitted_fraction=0.04),
+             admitted_fraction=0.04, judge_admitted_fraction=0.3),
         _row(0, 0, "logreg", 0.45), _row(1, 0, "logreg", 0.45)]
 
 
@@ -90,10 +90,10 @@ def test_summary_and_markdown_hand_computed():
     assert table[0].startswith("| supervised | 2 | 45.0 ± 7.1 | (reference)")
     assert table[1].startswith("| logreg | 2 | 45.0 ± 0.0 | +0.0 [-5.0, +5.0] | 1/0/1")
     assert table[2].startswith("| full method | 2 | 47.0 ± 12.7 | +2.0 [-2.0, +6.0] | 1/0/1")
-    # PL acc, PL cov, w̄, translated accuracy, admitted, spread: means over the
-    # two cells.
-    assert table[2].endswith("| 50 | 30 | 0.5 | 40 | 2.5 | 0.2 | 10 |")
-    assert table[0].endswith("| – | – | – | – | – | – | 10 |")
+    # PL acc, PL cov, w̄, translated accuracy, judged, admitted, spread: means
+    # over the two cells.
+    assert table[2].endswith("| 50 | 30 | 0.5 | 40 | 40.0 | 2.5 | 0.2 | 10 |")
+    assert table[0].endswith("| – | – | – | – | – | – | – | 10 |")
     assert "| 0 | 0 | 50.0 | -5.0 | +6.0 |" in text  # per-pair: logreg, then full
     assert "Command: `x`" in text
     assert "No cell has finished" in statistics.results_markdown([], ["supervised"])
@@ -237,6 +237,7 @@ def test_results_csv_without_run_columns_reads_as_run_0(tmp_path):
     assert row["run"] == 0 and row["seed"] == 1
     assert math.isnan(row["translation_spread"])
     assert row["confusion"] == "" and math.isnan(row["admitted_fraction"])
+    assert math.isnan(row["judge_admitted_fraction"])
 
 
 def test_translation_spread_against_hand_computed_values(tmp_path):

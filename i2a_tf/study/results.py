@@ -40,6 +40,7 @@ def cell_row(study, cell: Cell, record: dict) -> dict:
             "mean_density_weight": _last(logs, "mean_density_weight"),
             "translated_accuracy": _last(logs, "translated_accuracy"),
             "admitted_fraction": _after_warmup_mean(logs, "admitted_fraction"),
+            "judge_admitted_fraction": _after_warmup_mean(logs, "judge_admitted_fraction"),
             "translation_spread": translation_spread(
                 os.path.join(workdir, "translations.npz")),
             "seconds": float(record["seconds"]),

@@ -50,7 +50,8 @@ RESULT_COLUMNS = ("fold", "seed", "budget", "variant", "run", "train_seed", "uar
                   "val_uar", "wa", "macro_f1",
                   "pseudo_label_accuracy", "pseudo_label_coverage",
                   "mean_density_weight", "translated_accuracy", "admitted_fraction",
-                  "translation_spread", "seconds", "confusion")
+                  "judge_admitted_fraction", "translation_spread", "seconds",
+                  "confusion")
 BASELINE = "supervised"
 # What a study compares (--study_metric): the test speakers' UAR, or the
 # validation speakers' UAR at the last epoch (development: choices made on it
@@ -97,6 +98,7 @@ def read_results_csv(path: str) -> list[dict]:
             row.setdefault("translation_spread", float("nan"))  # a later column
             row.setdefault("confusion", "")  # a later column
             row.setdefault("admitted_fraction", float("nan"))  # a later column
+            row.setdefault("judge_admitted_fraction", float("nan"))  # a later column
             rows.append(row)
     return rows
 
@@ -357,9 +359,8 @@ def summary(rows: Sequence[dict], variants: Sequence[str], metric: str = "uar"
     out = []
     budgets = sorted({row["budget"] for row in rows})
     keys = ("uar", "wa", "macro_f1", "pseudo_label_accuracy", "pseudo_label_coverage",
-            "mean_density_weight", "translated_accuracy", "admitted_fraction",
-            "translation_spread",
-            "seconds")
+            "mean_density_weight", "translated_accuracy", "judge_admitted_fraction",
+            "admitted_fraction", "translation_spread", "seconds")
     for budget in budgets:
         means = {key: unit_means(rows, budget, metric if key == "uar" else key)
                  for key in keys}
@@ -423,9 +424,11 @@ def results_markdown(rows: Sequence[dict], variants: Sequence[str],
               f"within, below ±{TIE_POINTS:g} points. PL: pseudo-label accuracy "
               "and coverage of the unlabeled clips at the last refresh; w̄: mean "
               "density weight of the translated samples and translated accuracy "
-              "(C on G's output), both from the last epoch; admitted: the share of "
-              "translated samples that entered C's loss (the judge and the density "
-              "threshold both passed), mean over the epochs after warm-up; "
+              "(C on G's output), both from the last epoch; judged: the share of "
+              "translated samples the frozen judge calls their class with enough "
+              "confidence, admitted: the share that entered C's loss (the judge and "
+              "the density threshold both passed), each the mean over the epochs "
+              "after warm-up; "
               "spread: within-class "
               "spread of G's translations over that of real clips (1: as varied "
               "as speech, ~0: one output per class whatever the face).", ""]
@@ -450,9 +453,9 @@ def results_markdown(rows: Sequence[dict], variants: Sequence[str],
     for budget in sorted({e["budget"] for e in entries}):
         lines += [f"## Budget {100 * budget:g} % labeled", "",
                   "| variant | n | UAR | Δ vs supervised [95 % CI] | W/T/L | WA | "
-                  "macro-F1 | PL acc | PL cov | w̄ | transl. acc | admitted | spread | "
-                  "s / cell |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "macro-F1 | PL acc | PL cov | w̄ | transl. acc | judged | admitted | "
+                  "spread | s / cell |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         notes = []
         for e in (e for e in entries if e["budget"] == budget):
             name = labels.get(e["variant"], e["variant"])
@@ -472,6 +475,7 @@ def results_markdown(rows: Sequence[dict], variants: Sequence[str],
                 f"{_points(e['pseudo_label_coverage'], 0)} | "
                 f"{_plain(e['mean_density_weight'])} | "
                 f"{_points(e['translated_accuracy'], 0)} | "
+                f"{_points(e['judge_admitted_fraction'])} | "
                 f"{_points(e['admitted_fraction'])} | "
                 f"{_plain(e['translation_spread'])} | {e['seconds']:.0f} |")
         for e in entries:
