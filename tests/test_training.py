@@ -89,11 +89,31 @@ def test_density_weights_and_annealing_switches():
     logs = {k: float(v) for k, v in model.train_step(tiny_batch()).items()}
     assert logs["mean_density_weight"] == 1.0 and logs["admitted_fraction"] == 1.0
     assert "annealing_threshold" not in logs  # no density weights, no threshold
+    assert "reliable_fraction" not in logs and "dense_fraction" not in logs
     model = tiny_model(tiny_config(use_annealing=False, tau_min=0.3))
     set_tiny_state(model)
     logs = {k: float(v) for k, v in model.train_step(tiny_batch()).items()}
     assert logs["annealing_threshold"] == pytest.approx(0.3)  # tau_min throughout
     assert 0.0 < logs["mean_density_weight"] < 1.0
+
+
+def test_density_gate_parts_are_logged():
+    """admitted (w >= 1/2) is reliable (r >= rho) and dense (q >= tau): with
+    rho = 0 every sample is reliable and admitted is the dense share; with a
+    higher rho, admitted is at most either share."""
+    model = tiny_model(tiny_config())  # min_reliability 0, judge off
+    set_tiny_state(model)
+    logs = {k: float(v) for k, v in model.train_step(tiny_batch()).items()}
+    assert logs["reliable_fraction"] == 1.0
+    assert 0.0 <= logs["dense_fraction"] <= 1.0
+    assert logs["admitted_fraction"] == pytest.approx(logs["dense_fraction"])
+    # Four translations a batch: each share is a multiple of 1/4.
+    assert logs["dense_fraction"] * 4 == pytest.approx(round(logs["dense_fraction"] * 4))
+    model = tiny_model(tiny_config(min_reliability=0.6))
+    set_tiny_state(model)
+    logs = {k: float(v) for k, v in model.train_step(tiny_batch()).items()}
+    assert logs["admitted_fraction"] <= min(logs["reliable_fraction"],
+                                            logs["dense_fraction"]) + 1e-6
 
 
 def test_xla_compiled_fit_step():

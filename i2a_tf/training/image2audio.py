@@ -69,7 +69,8 @@ def tracked_terms(config: Config, has_unlabeled: bool) -> tuple[str, ...]:
         if config.loss.lambda_diversity > 0:
             names.append("g_diversity_loss")
         if config.loss.use_density_weights:
-            names.append("annealing_threshold")
+            # The density gate's two parts: which one rejects the translations.
+            names += ["annealing_threshold", "reliable_fraction", "dense_fraction"]
         if config.loss.use_translation_judge:
             names += ["judge_accuracy", "judge_admitted_fraction"]
     return tuple(names)
@@ -376,8 +377,11 @@ class Image2Audio(keras.Model):
                                 hits, masked))
             if self.use_translation:
                 translated_logits = logits[-num_faces:]
-                weights, admitted = self._translation_weights(
+                weights, admitted, gates = self._translation_weights(
                     tf.stop_gradient(embeddings[-num_faces:]), face_labels)
+                logs.update({name: _global_sum(tf.reduce_sum(passed))
+                             / tf.cast(global_faces, tf.float32)
+                             for name, passed in gates.items()})
                 if cfg.use_translation_judge:
                     judge_probabilities = tf.nn.softmax(tf.cast(self.judge(
                         tf.stop_gradient(translated), training=False), tf.float32))
@@ -488,19 +492,25 @@ class Image2Audio(keras.Model):
         return _global_sum(tf.reduce_sum(correct)) / tf.cast(global_count, tf.float32)
 
     def _translation_weights(self, translated_embeddings, labels):
-        """Density weights w_i of translated samples and whether each is admitted
-        (w_i >= 1/2, i.e. reliable and at least as dense as τ(t))."""
+        """Density weights w_i of translated samples, whether each is admitted
+        (w_i >= 1/2, i.e. reliable and at least as dense as τ(t)), and the two
+        parts of that gate per sample ({"reliable_fraction": r_i >= ρ,
+        "dense_fraction": q_i >= τ(t)}, 0/1; empty without density weights)."""
         cfg = self.config.loss
         if not cfg.use_density_weights:
             ones = tf.ones_like(labels, tf.float32)
-            return ones, ones
+            return ones, ones, {}
         result = density.translation_density_weights(
             translated_embeddings, labels, self.class_banks,
             self.class_bank_mask > 0.5, self.bandwidths, self.bank_log_densities,
             self.threshold(), cfg.min_reliability, cfg.weight_temperature,
             class_priors=self.class_priors)
         weights = tf.stop_gradient(result.weights)
-        return weights, tf.cast(weights >= 0.5, tf.float32)
+        gates = {"reliable_fraction": tf.cast(
+                     result.reliabilities >= cfg.min_reliability, tf.float32),
+                 "dense_fraction": tf.cast(result.density_ranks >= self.threshold(),
+                                           tf.float32)}
+        return weights, tf.cast(weights >= 0.5, tf.float32), gates
 
     def _r1_penalty(self, real, real_labels, global_real):
         with tf.GradientTape() as inner:
