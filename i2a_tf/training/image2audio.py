@@ -84,6 +84,12 @@ def _global_sum(value: tf.Tensor) -> tf.Tensor:
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
+def _global_mean(values: tf.Tensor, global_count) -> tf.Tensor:
+    """Σ of a replica's `values` over replicas / `global_count` (the global
+    batch): a share or mean over the whole batch."""
+    return _global_sum(tf.reduce_sum(values)) / tf.cast(global_count, tf.float32)
+
+
 def _denominator(normalizer: str, weights: tf.Tensor, global_count) -> tf.Tensor:
     """A weighted term's denominator: the global Σ weights ('weight_sum') or
     the global number of samples ('batch')."""
@@ -356,9 +362,8 @@ class Image2Audio(keras.Model):
                         cfg.unlabeled_normalizer, confidence, num_unlabeled * replicas))
                 c_loss += cfg.lambda_u * aux * c_unlabeled
                 logs["c_unlabeled_loss"] = c_unlabeled
-                logs["pseudo_labeled_fraction"] = (
-                    _global_sum(tf.reduce_sum(tf.cast(confidence > 0, tf.float32)))
-                    / tf.cast(num_unlabeled * replicas, tf.float32))
+                logs["pseudo_labeled_fraction"] = _global_mean(
+                    tf.cast(confidence > 0, tf.float32), num_unlabeled * replicas)
             if consistency:
                 start = num_labeled + (num_unlabeled if classify_unlabeled else 0)
                 strong_logits = logits[start:start + num_unlabeled]
@@ -379,8 +384,7 @@ class Image2Audio(keras.Model):
                 translated_logits = logits[-num_faces:]
                 weights, admitted, gates = self._translation_weights(
                     tf.stop_gradient(embeddings[-num_faces:]), face_labels)
-                logs.update({name: _global_sum(tf.reduce_sum(passed))
-                             / tf.cast(global_faces, tf.float32)
+                logs.update({name: _global_mean(passed, global_faces)
                              for name, passed in gates.items()})
                 if cfg.use_translation_judge:
                     judge_probabilities = tf.nn.softmax(tf.cast(self.judge(
@@ -392,8 +396,7 @@ class Image2Audio(keras.Model):
                     logs.update(
                         judge_accuracy=self._accuracy(face_labels, judge_probabilities,
                                                       global_faces),
-                        judge_admitted_fraction=_global_sum(tf.reduce_sum(verdict))
-                        / tf.cast(global_faces, tf.float32))
+                        judge_admitted_fraction=_global_mean(verdict, global_faces))
                 c_translated = losses.density_weighted_cross_entropy(
                     face_labels, translated_logits, weights, _denominator(
                         cfg.translated_normalizer, weights, global_faces))
@@ -435,10 +438,8 @@ class Image2Audio(keras.Model):
                 scaled_d = self.discriminator_optimizer.scale_loss(d_loss)
                 logs.update(d_loss=d_loss, g_adversarial_loss=g_adversarial,
                             g_class_loss=g_class, c_translated_loss=c_translated,
-                            mean_density_weight=_global_sum(tf.reduce_sum(weights))
-                            / tf.cast(global_faces, tf.float32),
-                            admitted_fraction=_global_sum(tf.reduce_sum(admitted))
-                            / tf.cast(global_faces, tf.float32),
+                            mean_density_weight=_global_mean(weights, global_faces),
+                            admitted_fraction=_global_mean(admitted, global_faces),
                             translated_accuracy=self._accuracy(
                                 face_labels, translated_logits, global_faces))
 
@@ -489,7 +490,7 @@ class Image2Audio(keras.Model):
     def _accuracy(labels, logits, global_count):
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32),
                                    labels), tf.float32)
-        return _global_sum(tf.reduce_sum(correct)) / tf.cast(global_count, tf.float32)
+        return _global_mean(correct, global_count)
 
     def _translation_weights(self, translated_embeddings, labels):
         """Density weights w_i of translated samples, whether each is admitted
@@ -500,16 +501,16 @@ class Image2Audio(keras.Model):
         if not cfg.use_density_weights:
             ones = tf.ones_like(labels, tf.float32)
             return ones, ones, {}
+        threshold = self.threshold()
         result = density.translation_density_weights(
             translated_embeddings, labels, self.class_banks,
             self.class_bank_mask > 0.5, self.bandwidths, self.bank_log_densities,
-            self.threshold(), cfg.min_reliability, cfg.weight_temperature,
+            threshold, cfg.min_reliability, cfg.weight_temperature,
             class_priors=self.class_priors)
         weights = tf.stop_gradient(result.weights)
         gates = {"reliable_fraction": tf.cast(
                      result.reliabilities >= cfg.min_reliability, tf.float32),
-                 "dense_fraction": tf.cast(result.density_ranks >= self.threshold(),
-                                           tf.float32)}
+                 "dense_fraction": tf.cast(result.density_ranks >= threshold, tf.float32)}
         return weights, tf.cast(weights >= 0.5, tf.float32), gates
 
     def _r1_penalty(self, real, real_labels, global_real):
