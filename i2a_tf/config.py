@@ -378,6 +378,14 @@ class LossConfig:
         0.0, "Weight of a mode-seeking term in G's loss (Mao et al. 2019): "
         "1 / (output distance / input distance) over pairs of faces of one class "
         "in the batch, so translations depend on the face and noise; 0 = off.")
+    lambda_density: float = _field(
+        0.0, "Weight of a density term in G's loss (needs use_density_weights): "
+        "h_y^2 * max(0, l_y(tau) - log p_y(phi(G(face, y)))), how far each "
+        "translation's KDE density under its class's labeled clips falls short of "
+        "the least density the annealed gate admits, so G learns to land in its "
+        "class's dense region (the gate's density rank rejected ~98 % of "
+        "translations, docs/results/ANALYSIS.md section 14); only G and E "
+        "learn from it; 0 = off.")
     lambda_t: float = _field(1.0, "Weight of the translated-sample term of C's loss.")
     lambda_u: float = _field(1.0, "Weight of the pseudo-labeled term of C's loss.")
     translated_normalizer: str = _field(
@@ -473,9 +481,14 @@ class LossConfig:
         if not 0 <= self.label_smoothing < 1:
             raise _bad("label_smoothing", self.label_smoothing, "must be in [0, 1)")
         for name in ("aux_rampup_epochs", "lambda_c", "strong_gain", "mixup_alpha",
-                     "lambda_diversity"):
+                     "lambda_diversity", "lambda_density"):
             if getattr(self, name) < 0:
                 raise _bad(name, getattr(self, name), "must be >= 0")
+        if self.lambda_density > 0 and not (self.use_translation
+                                            and self.use_density_weights):
+            raise _bad("lambda_density", self.lambda_density,
+                       "needs use_translation and use_density_weights (its target "
+                       "is the density gate's threshold)")
         for name in ("judge_threshold", "consistency_threshold"):
             if not 0 <= getattr(self, name) <= 1:
                 raise _bad(name, getattr(self, name), "must be in [0, 1]")

@@ -68,6 +68,9 @@ def test_round_trip_through_json(tmp_path):
     # admit no consistency target.
     ({"use_consistency": True, "label_smoothing": 0.1, "consistency_threshold": 0.95},
      "--consistency_threshold=0.95: must be below 0.920 = 1 - label_smoothing"),
+    ({"lambda_density": -1.0}, "--lambda_density=-1.0: must be >= 0"),
+    ({"lambda_density": 1.0, "use_density_weights": False},
+     "--lambda_density=1.0: needs use_translation and use_density_weights"),
     ({"knn_method": "lsh"}, "--knn_method=lsh: must be one of exact, approximate"),
     ({"knn_method": "approximate", "knn_list_size": 10},
      "--knn_list_size=10: must be > knn_k=10"),

@@ -232,6 +232,94 @@ def test_density_rank_is_the_quantile_among_valid_bank_densities():
     np.testing.assert_allclose(ranks.numpy(), [2 / 3, 1.0, 0.0, 0.5, 1.0])
 
 
+def test_own_class_kde_is_the_class_kde_of_each_querys_own_class():
+    rng = np.random.default_rng(3)
+    banks = rng.normal(size=(3, 6, 4)).astype(np.float32)
+    mask = rng.uniform(size=(3, 6)) < 0.7
+    mask[2] = False
+    bandwidths = np.array([0.7, 1.1, 0.9], np.float32)
+    queries = rng.normal(size=(5, 4)).astype(np.float32)
+    labels = np.array([0, 1, 1, 0, 2])
+    full = density.class_kde_log_prob(queries, banks, bandwidths, mask).numpy()
+    own = density.own_class_kde_log_prob(queries, labels, banks, bandwidths, mask).numpy()
+    np.testing.assert_allclose(own[:4], full[np.arange(4), labels[:4]], rtol=1e-5)
+    assert own[4] == -np.inf  # class 2's bank is empty
+
+
+def test_dense_log_density_on_hand_values():
+    bank_log_densities = np.array([[5.0, 1.0, 4.0, 2.0, 3.0],
+                                   [-1.0, -np.inf, 7.0, 0.0, 0.0],
+                                   [1.0, 2.0, 3.0, 4.0, 5.0]], np.float32)
+    mask = np.array([[True] * 5, [True, True, True, False, False], [False] * 5])
+    floors = lambda tau: density.dense_log_density(bank_log_densities, tau, mask).numpy()
+    # Class 0: five rows, ⌈τ·5⌉-th smallest. Class 1: two finite valid rows
+    # (-1, 7; the −inf and masked rows are no reference). Class 2: empty.
+    np.testing.assert_array_equal(floors(0.5), [3.0, -1.0, -np.inf])
+    np.testing.assert_array_equal(floors(0.2), [1.0, -1.0, -np.inf])
+    np.testing.assert_array_equal(floors(0.6), [3.0, 7.0, -np.inf])  # 0.6·5 is 3
+    np.testing.assert_array_equal(floors(1.0), [5.0, 7.0, -np.inf])
+    np.testing.assert_array_equal(floors(0.0), [-np.inf, -np.inf, -np.inf])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dense_log_density_is_the_least_value_density_rank_admits(seed):
+    """Brute force through density_rank: the floor ranks ≥ τ, anything just
+    below it ranks < τ."""
+    rng = np.random.default_rng(seed)
+    bank = rng.normal(size=(4, 7)).astype(np.float32)
+    mask = rng.uniform(size=(4, 7)) < 0.8
+    mask[:, 0] = True
+    bank[rng.uniform(size=(4, 7)) < 0.1] = -np.inf
+    bank[:, 1] = np.where(np.isfinite(bank[:, 1]), bank[:, 1], 0.5)
+    mask[:, 1] = True
+    for tau in rng.uniform(size=8).astype(np.float32):
+        floors = density.dense_log_density(bank, tau, mask).numpy()
+        labels = np.arange(4)
+        for c in labels:
+            assert np.isfinite(floors[c])
+        at = density.density_rank(floors, labels, bank, mask).numpy()
+        below = density.density_rank(np.nextafter(floors, -np.inf), labels, bank,
+                                     mask).numpy()
+        assert (at >= tau).all(), (tau, at)
+        assert (below < tau).all(), (tau, below)
+
+
+def test_density_shortfall_on_hand_values():
+    bank_log_densities = np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    mask = np.array([[True] * 4, [False] * 4])
+    shortfall = density.density_shortfall(
+        [0.5, 2.5, 10.0, -3.0], [0, 0, 0, 1], bank_log_densities, [2.0, 1.0], 0.75,
+        mask).numpy()
+    # Floor of class 0 at τ = 0.75: the 3rd smallest, 3; h² = 4. Class 1 is empty.
+    np.testing.assert_allclose(shortfall, [4.0 * 2.5, 4.0 * 0.5, 0.0, 0.0])
+
+
+def test_density_shortfall_pulls_towards_the_kernel_weighted_bank_mean():
+    """∇_v s = −h² ∇ log p(v) = v − Σ_j softmax_j(−|v − b_j|² / 2h²) b_j for a
+    sample below the floor (float64 NumPy reference)."""
+    rng = np.random.default_rng(0)
+    banks = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    mask = np.ones((2, 5), bool)
+    bandwidths = np.array([0.8, 1.3], np.float32)
+    bank_log_densities = density.class_leave_one_out_kde_log_prob(banks, bandwidths, mask)
+    queries = tf.constant(rng.normal(loc=2.0, size=(3, 3)).astype(np.float32))
+    labels = np.array([0, 1, 1])
+    with tf.GradientTape() as tape:
+        tape.watch(queries)
+        own = density.own_class_kde_log_prob(queries, labels, banks, bandwidths, mask)
+        shortfall = density.density_shortfall(own, labels, bank_log_densities,
+                                              bandwidths, 1.0, mask)
+        total = tf.reduce_sum(shortfall)
+    assert (shortfall.numpy() > 0).all()
+    gradient = tape.gradient(total, queries).numpy()
+    for i, c in enumerate(labels):
+        v = queries.numpy()[i].astype(np.float64)
+        rows = banks[c].astype(np.float64)
+        logits = -((v - rows) ** 2).sum(1) / (2 * bandwidths[c] ** 2)
+        soft = np.exp(logits - logsumexp(logits))
+        np.testing.assert_allclose(gradient[i], v - soft @ rows, rtol=1e-4, atol=1e-5)
+
+
 def test_linear_schedule_on_hand_values():
     values = [density.annealing_threshold(t, 10, 0.2, "linear").numpy() for t in (0, 5, 10, 15)]
     np.testing.assert_allclose(values, [1.0, 0.6, 0.2, 0.2], atol=1e-6)

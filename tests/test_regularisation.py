@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training_fixtures import tiny_batch, tiny_config, tiny_model
+from training_fixtures import set_tiny_state, tiny_batch, tiny_config, tiny_model
 
 from i2a_tf.training import losses
 from i2a_tf.training.trainer import classifier_learning_rate
@@ -113,3 +113,29 @@ def test_diversity_term_reaches_the_generator():
     logs = model.train_step(tiny_batch(global_batch=6))
     assert float(logs["g_diversity_loss"]) > 0
     assert "g_diversity_loss" not in tiny_model(tiny_config()).trackers
+
+
+def _one_step_updates(lambda_density):
+    """(C's, G's) weights after one step of a tiny model with the density gate
+    at τ = 1 (every translation falls short of its class's densest clip)."""
+    import keras
+    keras.utils.set_random_seed(4)
+    model = tiny_model(tiny_config(lambda_density=lambda_density, use_annealing=False,
+                                   tau_min=1.0, dropout=0.0))
+    set_tiny_state(model)
+    logs = model.train_step(tiny_batch(global_batch=6))
+    values = lambda variables: np.concatenate([v.numpy().ravel() for v in variables])
+    return (values(model.classifier.trainable_variables),
+            values(model.generator_variables), logs)
+
+
+def test_density_term_trains_the_generator_and_never_the_classifier():
+    c_off, g_off, logs_off = _one_step_updates(0.0)
+    c_on, g_on, logs = _one_step_updates(1.0)
+    assert "g_density_loss" not in logs_off
+    assert float(logs["g_density_loss"]) > 0
+    # G's loss gains the term; C's loss and update are untouched by it.
+    assert float(logs["loss"]) == pytest.approx(
+        float(logs_off["loss"]) + float(logs["g_density_loss"]), rel=1e-5)
+    np.testing.assert_allclose(c_on, c_off, rtol=0, atol=1e-7)
+    assert np.abs(g_on - g_off).max() > 1e-6

@@ -21,9 +21,12 @@ from i2a_tf.density.kde import class_leave_one_out_kde_log_prob
 from i2a_tf.density.kde import kde_distribution
 from i2a_tf.density.kde import kde_log_prob
 from i2a_tf.density.kde import leave_one_out_kde_log_prob
+from i2a_tf.density.kde import own_class_kde_log_prob
 from i2a_tf.density.weighting import TranslationDensityWeights
 from i2a_tf.density.weighting import class_log_posterior
+from i2a_tf.density.weighting import dense_log_density
 from i2a_tf.density.weighting import density_rank
+from i2a_tf.density.weighting import density_shortfall
 from i2a_tf.density.weighting import reliability
 from i2a_tf.density.weighting import translation_density_weights
 from i2a_tf.density.weighting import translation_weights
@@ -38,13 +41,16 @@ __all__ = [
     "class_leave_one_out_kde_log_prob",
     "class_log_posterior",
     "cosine_threshold",
+    "dense_log_density",
     "density_rank",
+    "density_shortfall",
     "kde_bandwidth",
     "kde_distribution",
     "kde_log_prob",
     "leave_one_out_kde_log_prob",
     "linear_threshold",
     "median_heuristic_bandwidth",
+    "own_class_kde_log_prob",
     "pooled_std",
     "reliability",
     "scott_bandwidth",

@@ -114,6 +114,76 @@ def translation_weights(reliabilities, density_ranks, threshold, min_reliability
     return tf.where(reliabilities >= tf.cast(min_reliability, tf.float32), soft_gate, 0.0)
 
 
+def dense_log_density(bank_log_densities, threshold, class_bank_mask=None):
+    """Per class, the least own-class log-density whose density rank reaches τ.
+
+    `density_rank` gives q = k / N for a log-density at least the k-th smallest
+    of the N valid finite bank densities of its class, so q ≥ τ exactly when the
+    log-density is ≥ the ⌈τN⌉-th smallest of them. That value is returned per
+    class: the floor of the region the annealed gate calls dense.
+
+    Args:
+      bank_log_densities: `[C, N]` float32, density of each bank row.
+      threshold: scalar float32 in [0, 1], τ.
+      class_bank_mask: optional `[C, N]` bool, True for valid bank rows.
+
+    Returns:
+      `[C]` float32; −inf when τ·N < 1 (every sample is dense enough) or the
+      class has no valid finite row (no sample can be: nothing to reach).
+    """
+    bank_log_densities = tf.cast(tf.convert_to_tensor(bank_log_densities), tf.float32)
+    if class_bank_mask is None:
+        class_bank_mask = tf.ones(tf.shape(bank_log_densities), tf.bool)
+    class_bank_mask = tf.cast(tf.convert_to_tensor(class_bank_mask), tf.bool)
+    valid = tf.logical_and(class_bank_mask, tf.math.is_finite(bank_log_densities))
+    ascending = tf.sort(tf.where(valid, bank_log_densities, float("inf")), axis=1)
+    counts = tf.reduce_sum(tf.cast(valid, tf.float32), axis=1)
+    # ⌈τN⌉ with a guard against τN landing a rounding error above an integer.
+    needed = tf.math.ceil(tf.cast(threshold, tf.float32) * counts - 1e-4)
+    index = tf.cast(tf.clip_by_value(needed - 1.0, 0.0,
+                                     tf.cast(tf.shape(ascending)[1] - 1, tf.float32)),
+                    tf.int32)
+    floor = tf.gather(ascending, index[:, None], batch_dims=1)[:, 0]
+    return tf.where((needed >= 1.0) & (counts >= 1.0), floor, -float("inf"))
+
+
+def density_shortfall(own_log_densities, labels, bank_log_densities, bandwidths,
+                      threshold, class_bank_mask=None):
+    """How far each translated sample is below its class's dense region.
+
+    `s_i = h_{y_i}² · max(0, ℓ_{y_i}(τ) − log p_{y_i}(v_i))`, with ℓ_y(τ) the
+    floor of class y's dense region (`dense_log_density`) and h_y its kernel
+    width. The h² makes the gradient a displacement in φ's own units:
+    −h² ∇_v log p_y(v) = v − Σ_j s_j b_j (s = the kernel's softmax over the
+    bank), so minimising s pulls v towards the nearest real clips of its class,
+    and far from them s ≈ ½ · (squared distance to the nearest). A sample
+    already dense enough to pass the gate contributes 0 and no gradient; so
+    does every sample of a class with nothing to reach (ℓ = −inf).
+
+    Args:
+      own_log_densities: `[M]` float32, `log p_{y_i}(v_i)`, differentiable.
+      labels: `[M]` int in [0, C).
+      bank_log_densities: `[C, N]` float32.
+      bandwidths: scalar or `[C]` float32 > 0.
+      threshold: scalar float32, τ.
+      class_bank_mask: optional `[C, N]` bool.
+
+    Returns:
+      `[M]` float32 ≥ 0.
+    """
+    own_log_densities = tf.cast(tf.convert_to_tensor(own_log_densities), tf.float32)
+    labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+    floors = tf.gather(dense_log_density(bank_log_densities, threshold, class_bank_mask),
+                       labels)
+    num_classes = tf.shape(tf.convert_to_tensor(bank_log_densities))[0]
+    widths = tf.gather(tf.broadcast_to(tf.cast(bandwidths, tf.float32), [num_classes]),
+                       labels)
+    reachable = tf.math.is_finite(floors) & tf.math.is_finite(own_log_densities)
+    # Zeros, not −inf, enter the subtraction where unreachable (no NaN gradient).
+    gap = tf.where(reachable, floors - tf.where(reachable, own_log_densities, 0.0), 0.0)
+    return tf.square(tf.stop_gradient(widths)) * tf.nn.relu(gap)
+
+
 class TranslationDensityWeights(typing.NamedTuple):
     """Weights of translated samples with the quantities they come from.
 

@@ -68,6 +68,8 @@ def tracked_terms(config: Config, has_unlabeled: bool) -> tuple[str, ...]:
             names.append("r1_penalty")
         if config.loss.lambda_diversity > 0:
             names.append("g_diversity_loss")
+        if config.loss.lambda_density > 0:
+            names.append("g_density_loss")
         if config.loss.use_density_weights:
             # The density gate's two parts: which one rejects the translations.
             names += ["annealing_threshold", "reliable_fraction", "dense_fraction"]
@@ -434,6 +436,17 @@ class Image2Audio(keras.Model):
                                               axis=1), face_labels) / float(replicas)
                     g_loss += cfg.lambda_diversity * g_diversity
                     logs["g_diversity_loss"] = g_diversity
+                if cfg.lambda_density > 0:
+                    # Reaches G through C's φ; only G's variables apply it.
+                    own_log_densities = density.own_class_kde_log_prob(
+                        embeddings[-num_faces:], face_labels, self.class_banks,
+                        self.bandwidths, self.class_bank_mask > 0.5)
+                    shortfall = density.density_shortfall(
+                        own_log_densities, face_labels, self.bank_log_densities,
+                        self.bandwidths, self.threshold(), self.class_bank_mask > 0.5)
+                    g_density = tf.reduce_sum(shortfall) / tf.cast(global_faces, tf.float32)
+                    g_loss += cfg.lambda_density * gate * g_density
+                    logs["g_density_loss"] = g_density
                 scaled_g = self.generator_optimizer.scale_loss(g_loss)
                 scaled_d = self.discriminator_optimizer.scale_loss(d_loss)
                 logs.update(d_loss=d_loss, g_adversarial_loss=g_adversarial,
@@ -466,7 +479,8 @@ class Image2Audio(keras.Model):
         # Replica losses are shares of the global loss: sum them to log it.
         for name in ("c_loss", "c_labeled_loss", "c_unlabeled_loss",
                      "c_translated_loss", "c_consistency_loss", "d_loss", "r1_penalty",
-                     "g_adversarial_loss", "g_class_loss", "g_diversity_loss"):
+                     "g_adversarial_loss", "g_class_loss", "g_diversity_loss",
+                     "g_density_loss"):
             if name in logs:
                 logs[name] = _global_sum(logs[name])
         logs["loss"] = _global_sum(total)
@@ -494,7 +508,7 @@ class Image2Audio(keras.Model):
 
     def _translation_weights(self, translated_embeddings, labels):
         """Density weights w_i of translated samples, whether each is admitted
-        (w_i >= 1/2, i.e. reliable and at least as dense as τ(t)), and the two
+        (w_i >= 1/2, i.e. reliable and at least as dense as τ(t)), the two
         parts of that gate per sample ({"reliable_fraction": r_i >= ρ,
         "dense_fraction": q_i >= τ(t)}, 0/1; empty without density weights)."""
         cfg = self.config.loss
