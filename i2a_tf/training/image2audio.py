@@ -508,7 +508,7 @@ class Image2Audio(keras.Model):
 
     def _translation_weights(self, translated_embeddings, labels):
         """Density weights w_i of translated samples, whether each is admitted
-        (w_i >= 1/2, i.e. reliable and at least as dense as τ(t)), the two
+        (w_i >= 1/2, i.e. reliable and at least as dense as τ(t)), and the two
         parts of that gate per sample ({"reliable_fraction": r_i >= ρ,
         "dense_fraction": q_i >= τ(t)}, 0/1; empty without density weights)."""
         cfg = self.config.loss
