@@ -287,12 +287,22 @@ class InputConfig:
         "unread): pseudo-labels, consistency and the discriminator see the test "
         "speakers' audio. A transductive protocol, to be stated with any figure it "
         "produces; the test split is still scored as before.")
+    unlabeled_train_clips: bool = _field(
+        True, "The training speakers' unlabeled clips (train_unlabeled) form the "
+        "unlabeled pool. --nounlabeled_train_clips with --unlabeled_test_clips: the "
+        "test speakers' clips alone, so every unlabeled batch is theirs (the "
+        "transductive protocol, adapting to the test speakers).")
 
     def validate(self) -> None:
         for name in ("labeled_batch_size", "unlabeled_batch_size", "face_batch_size",
                      "eval_batch_size", "shuffle_buffer"):
             if getattr(self, name) < 1:
                 raise _bad(name, getattr(self, name), "must be >= 1")
+        if not (self.unlabeled_train_clips or self.unlabeled_test_clips):
+            raise _bad("unlabeled_train_clips", False,
+                       "with --unlabeled_test_clips=False the unlabeled pool would be "
+                       "empty: keep the training speakers' unlabeled clips, or add "
+                       "--unlabeled_test_clips")
         for name in ("freq_mask_bands", "time_mask_frames", "num_freq_masks",
                      "num_time_masks"):
             if getattr(self, name) < 0:

@@ -48,6 +48,9 @@ def test_round_trip_through_json(tmp_path):
     ({"fmax_hz": 9000.0}, "--fmax_hz=9000.0: must not exceed the Nyquist frequency"),
     ({"labeled_batch_size": 0}, "--labeled_batch_size=0: must be >= 1"),
     ({"workdir": ""}, "--workdir=: must not be empty"),
+    ({"unlabeled_train_clips": False},
+     "--unlabeled_train_clips=False: with --unlabeled_test_clips=False the unlabeled "
+     "pool would be empty"),
     ({"no_such_flag": 1}, "--no_such_flag: not a configuration flag"),
     ({"tflite_variants": ["float32", "int4"]},
      "--tflite_variants=float32,int4: must be distinct values from float32, "

@@ -126,6 +126,25 @@ def test_unlabeled_test_clips_alone_when_every_training_clip_is_labeled(tmp_path
     assert np.all(batch["unlabeled_index"].numpy() < data.num_examples("test"))
 
 
+def test_test_clips_alone_without_the_training_speakers_unlabeled_clips(prepared):
+    config, data = prepared
+    test_only = _with_input(config, unlabeled_test_clips=True, unlabeled_train_clips=False)
+    num_test = data.num_examples("test")
+    assert data.num_examples("train_unlabeled") > 0 and num_test > 0
+    assert pipeline.unlabeled_pool(data, test_only) == ("test",)
+    assert pipeline.unlabeled_pool_size(data, test_only) == num_test
+    pool = _pass(pipeline.unlabeled_dataset(data, test_only, training=False, batch_size=3))
+    test = _pass(pipeline.eval_dataset(config, "test", data))
+    assert np.all(pool["label"] == -1)
+    np.testing.assert_array_equal(pool["index"], test["index"])
+    np.testing.assert_array_equal(pool["true_label"], test["true_label"])
+    np.testing.assert_array_equal(pool["logmel"], test["logmel"])
+    # Every training batch of the unlabeled stream is the test speakers' clips.
+    stream = pipeline.make_train_input_fn(test_only)(None)
+    seen = np.concatenate([b["unlabeled_index"].numpy() for b in stream.take(2 * num_test)])
+    assert set(seen) == set(range(num_test))
+
+
 def test_input_context_sets_batch_and_shards_disjointly(prepared):
     config, data = prepared
     seen = []

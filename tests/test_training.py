@@ -399,7 +399,8 @@ def test_resuming_with_another_unlabeled_pool_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as error:
         trainer._check_unlabeled_pool(transductive, data, out, resuming=True)
     message = str(error.value)
-    assert message.startswith("--unlabeled_test_clips=True: the checkpoint in ")
+    assert message.startswith("--unlabeled_test_clips=True, --unlabeled_train_clips=True: "
+                              "the checkpoint in ")
     pool = data.num_examples("train_unlabeled")
     assert (f"pool of {pool} clips (train_unlabeled), this run's is "
             f"{pool + data.num_examples('test')} (train_unlabeled, test)") in message

@@ -20,7 +20,8 @@ one dict with explicit keys, each stream with its own per-replica batch size:
   labeled_labels   [Bl] int32 class id
   unlabeled_logmel [Bu, mels, T] float32, log-mel, normalised
   unlabeled_index  [Bu] int32, the clip's `index` in the unlabeled pool
-                   (train_unlabeled; with --unlabeled_test_clips then the test split)
+                   (train_unlabeled; with --unlabeled_test_clips then the test split;
+                   the test split alone with --nounlabeled_train_clips)
   unlabeled_weak_logmel, unlabeled_strong_logmel
                    [Bu, mels, T] float32, with --use_consistency only: the same
                    crop without masks (weak) and strongly augmented (`strong_augment`)
@@ -255,9 +256,10 @@ def _speaker_lookup(data: DatasetInfo, config: FrontEndConfig):
 
 def unlabeled_pool(data: DatasetInfo, config: Config) -> tuple[str, ...]:
     """The splits whose clips are the run's unlabeled clips, in index order:
-    train_unlabeled, then with `--unlabeled_test_clips` the test split (its
-    labels unread; `unlabeled_dataset`)."""
-    pool = ("train_unlabeled",)
+    train_unlabeled (unless `--nounlabeled_train_clips`), then with
+    `--unlabeled_test_clips` the test split (its labels unread;
+    `unlabeled_dataset`)."""
+    pool = ("train_unlabeled",) if config.input.unlabeled_train_clips else ()
     if config.input.unlabeled_test_clips:
         pool += ("test",)
     return tuple(split for split in pool if data.num_examples(split))
@@ -274,7 +276,8 @@ def unlabeled_dataset(data: DatasetInfo, config: Config, *, training: bool,
                       views: bool = False) -> tf.data.Dataset:
     """Batches of the unlabeled pool (`unlabeled_pool`), as `audio_dataset`'s,
     with `label` -1 throughout and `index` numbering the pool: a test clip's
-    index is its index in the test split plus the train_unlabeled count. With
+    index is its index in the test split plus the train_unlabeled count (0
+    with `--nounlabeled_train_clips`). With
     train_unlabeled alone, exactly `audio_dataset(data, "train_unlabeled")`."""
     parts, offset = [], 0
     for split in unlabeled_pool(data, config):

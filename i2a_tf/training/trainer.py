@@ -316,7 +316,8 @@ def _check_unlabeled_pool(config: Config, data: DatasetInfo, output_dir: str,
             started = json.load(f)
         if started != pool:
             raise ConfigError(
-                f"--unlabeled_test_clips={config.input.unlabeled_test_clips}: the "
+                f"--unlabeled_test_clips={config.input.unlabeled_test_clips}, "
+                f"--unlabeled_train_clips={config.input.unlabeled_train_clips}: the "
                 f"checkpoint in {backup_dir(output_dir)} was trained with an unlabeled "
                 f"pool of {started['num_clips']} clips ({', '.join(started['splits'])}), "
                 f"this run's is {pool['num_clips']} ({', '.join(pool['splits'])}); resume "
@@ -347,6 +348,7 @@ def _switches(config: Config) -> dict:
         "propagation": config.graph.propagation,
         # Transductive: the test clips were unlabeled training clips too.
         "unlabeled_test_clips": config.input.unlabeled_test_clips,
+        "unlabeled_train_clips": config.input.unlabeled_train_clips,
         "label_fraction": config.data.label_fraction,
         "seed": config.data.seed,
         "train_seed": config.training_seed,
