@@ -599,6 +599,18 @@ class TrainConfig:
     warmup_epochs: int = _field(
         4, "Epochs of C on labeled clips only (G/D adversarial only) before the "
         "full objective.")
+    warmup_labeled_accuracy: float = _field(
+        0.0, "0 = off: warm-up lasts --warmup_epochs. Otherwise warm-up lasts at "
+        "least --warmup_epochs and ends after the first epoch whose labeled "
+        "accuracy (C on its labeled training batches, the epoch's "
+        "labeled_accuracy) reaches this value, or at --warmup_max_epochs: a C "
+        "that has not yet fit its labeled clips neither collects pseudo-labels "
+        "nor is snapshot as the judge. With more labels C needs more epochs to "
+        "fit them (ANALYSIS.md section 18).")
+    warmup_max_epochs: int = _field(
+        0, "With --warmup_labeled_accuracy: the full objective starts at this "
+        "epoch at the latest (0: --epochs minus --aux_rampup_epochs, so the "
+        "auxiliary terms still reach full weight).")
     steps_per_epoch: int = _field(40, "Training steps per epoch.")
     classifier_lr: float = _field(1e-3, "AdamW learning rate of C.")
     weight_decay: float = _field(0.05, "AdamW weight decay of C.")
@@ -652,6 +664,17 @@ class TrainConfig:
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise _bad("warmup_epochs", self.warmup_epochs,
                        f"must be in [0, epochs={self.epochs}]")
+        if not 0 <= self.warmup_labeled_accuracy <= 1:
+            raise _bad("warmup_labeled_accuracy", self.warmup_labeled_accuracy,
+                       "must be in [0, 1] (0: off)")
+        if self.warmup_labeled_accuracy > 0 and self.warmup_epochs < 1:
+            raise _bad("warmup_labeled_accuracy", self.warmup_labeled_accuracy,
+                       "needs --warmup_epochs >= 1 (the warm-up it may extend)")
+        if self.warmup_max_epochs and not (
+                self.warmup_epochs <= self.warmup_max_epochs <= self.epochs):
+            raise _bad("warmup_max_epochs", self.warmup_max_epochs,
+                       f"must be 0 or in [warmup_epochs={self.warmup_epochs}, "
+                       f"epochs={self.epochs}]")
         for name in ("classifier_lr", "generator_lr", "discriminator_lr"):
             if not getattr(self, name) > 0:
                 raise _bad(name, getattr(self, name), "must be > 0")

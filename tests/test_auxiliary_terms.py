@@ -250,3 +250,91 @@ def test_pseudo_labels_agree_with_the_classifier(tmp_path, propagation):
         assert collected.any()
     assert set(refresh.last) >= {"pseudo_label_accuracy", "self_training_accuracy",
                                  "classifier_unlabeled_accuracy"}
+
+
+def _adaptive_model(**overrides):
+    values = dict(use_translation=True, use_translation_judge=True, warmup_epochs=2,
+                  epochs=10, aux_rampup_epochs=3, warmup_labeled_accuracy=0.9,
+                  use_annealing=True, annealing_schedule="linear", tau_min=0.2)
+    values.update(overrides)
+    model = tiny_model(tiny_config(**values))
+    warmup = callbacks_lib.AdaptiveWarmup(model.config.train.warmup_labeled_accuracy)
+    warmup.set_model(model)
+    return model, warmup
+
+
+def _state_at(model, epoch):
+    model.epoch.assign(float(epoch))
+    return (float(model.full_objective_gate()), float(model.aux_weight()),
+            float(model.threshold()))
+
+
+def test_adaptive_warmup_waits_for_the_labeled_fit():
+    model, warmup = _adaptive_model()
+    assert "warmup_end" in [w.name for w in model.weights]  # checkpointed
+    assert model.latest_warmup_end() == 10 - 3
+    # Epoch 1 (index 0) is not the last warm-up epoch: nothing is judged.
+    logs = {"labeled_accuracy": 0.1}
+    warmup.on_epoch_end(0, logs)
+    assert model.warmup_end_epoch() == 2 and logs["warmup_end"] == 2.0
+    # The last scheduled warm-up epoch with 0.85 < 0.9: one epoch more, twice.
+    for epoch, accuracy in ((1, 0.85), (2, 0.89)):
+        logs = {"labeled_accuracy": accuracy}
+        warmup.on_epoch_end(epoch, logs)
+        assert logs["warmup_end"] == epoch + 2
+    assert model.warmup_end_epoch() == 4
+    # 0.9 reached: warm-up ends; later epochs do not move it.
+    warmup.on_epoch_end(3, {"labeled_accuracy": 0.9})
+    warmup.on_epoch_end(4, {"labeled_accuracy": 0.1})
+    assert model.warmup_end_epoch() == 4
+    # The schedule follows the end: gate and ramp start at epoch index 4, and
+    # annealing runs from τ = 1 there to τ_min over the 10 - 4 - 1 = 5 epochs left.
+    gate, aux, tau = _state_at(model, 3)
+    assert (gate, aux, tau) == (0.0, 0.0, 1.0)
+    gate, aux, tau = _state_at(model, 4)
+    assert gate == 1.0 and aux == pytest.approx(math.exp(-5 * (2 / 3) ** 2), rel=1e-5)
+    assert tau == pytest.approx(1.0)
+    gate, aux, tau = _state_at(model, 6)
+    assert aux == pytest.approx(1.0)
+    assert tau == pytest.approx(1.0 - 0.8 * 2 / 5, rel=1e-6)
+    assert _state_at(model, 9)[2] == pytest.approx(0.2, rel=1e-6)
+
+
+def test_adaptive_warmup_stops_at_its_latest_end():
+    model, warmup = _adaptive_model(warmup_max_epochs=3)
+    for epoch in range(6):
+        warmup.on_epoch_end(epoch, {"labeled_accuracy": 0.0})
+    assert model.warmup_end_epoch() == 3
+    with pytest.raises(RuntimeError, match="labeled_accuracy"):
+        _adaptive_model()[1].on_epoch_end(1, {})
+
+
+def test_judge_and_pseudo_labels_start_when_the_adaptive_warmup_ends(tmp_path):
+    model, warmup = _adaptive_model(use_pseudo_labels=True, propagation="self_training",
+                                    pseudo_label_every=2, workdir=str(tmp_path))
+    snapshot = callbacks_lib.JudgeSnapshot()
+    snapshot.set_model(model)
+    refresh = callbacks_lib.PseudoLabelRefresh(model.config, _split(6, True, 1),
+                                               _split(NUM_UNLABELED, False, 2))
+    refresh.set_model(model)
+    warmup.on_epoch_end(1, {"labeled_accuracy": 0.5})  # warm-up to epoch index 3
+    assert model.warmup_end_epoch() == 3
+    assert [e for e in range(10) if refresh._due(e)] == [3, 5, 7, 9]
+    model.train_step(tiny_batch())
+    before = _values(model.judge.weights)
+    snapshot.on_epoch_begin(2)  # the fixed schedule's end: still warm-up
+    for a, b in zip(before, _values(model.judge.weights)):
+        np.testing.assert_array_equal(a, b)
+    snapshot.on_epoch_begin(3)
+    with callbacks_lib.saved_weights(model):
+        expected = _values(model.classifier.weights)
+    for a, b in zip(expected, _values(model.judge.weights)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fixed_warmup_has_no_adaptive_state():
+    model = tiny_model(tiny_config(warmup_epochs=2, epochs=4))
+    assert not model.adaptive_warmup
+    assert "warmup_end" not in [w.name for w in model.weights]
+    assert model.warmup_end_epoch() == 2
+    assert _state_at(model, 1)[0] == 0.0 and _state_at(model, 2)[0] == 1.0

@@ -306,6 +306,32 @@ def test_each_training_run_logs_into_a_folder_of_its_own(tmp_path):
         os.path.join(logs, "run-008")
 
 
+def test_main_adaptive_warmup_starts_the_full_objective_when_c_fits(tmp_path):
+    """--warmup_labeled_accuracy in a real run: every epoch that pushed the
+    warm-up back had labeled accuracy below the threshold, the auxiliary
+    weight is 0 exactly until the recorded end, and the first pseudo-label
+    refresh is at it."""
+    workdir = str(tmp_path / "run")
+    result = run_main("--flagfile=configs/demo.cfg", "--mode=prepare,train",
+                      f"--workdir={workdir}", *TINY_TRAIN, "--epochs=4",
+                      "--warmup_epochs=1", "--steps_per_epoch=2", "--pseudo_label_every=1",
+                      "--warmup_labeled_accuracy=1.0", "--warmup_max_epochs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(workdir, "history.json")) as f:
+        logs = json.load(f)["logs"]
+    ends = [int(e) for e in logs["warmup_end"]]
+    expected = 1  # --warmup_epochs, pushed back while accuracy < 1.0, up to 3
+    for epoch, accuracy in enumerate(logs["labeled_accuracy"]):
+        if epoch + 1 == expected and accuracy < 1.0 and expected < 3:
+            expected += 1
+        assert ends[epoch] == expected, (ends, logs["labeled_accuracy"])
+    end = ends[-1]
+    assert all(w == 0 for w in logs["aux_weight"][:end])
+    assert all(w > 0 for w in logs["aux_weight"][end:])
+    with open(os.path.join(workdir, "pseudo_labels.json")) as f:
+        assert [r["epoch"] for r in json.load(f)][0] == end
+
+
 def test_evaluate_without_a_trained_classifier_names_the_fix(tmp_path):
     result = run_main("--flagfile=configs/demo.cfg", "--mode=evaluate",
                       f"--workdir={tmp_path}")

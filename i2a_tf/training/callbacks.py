@@ -93,13 +93,46 @@ class EpochClock(keras.callbacks.Callback):
         self.model.epoch.assign(float(epoch))
 
 
+class AdaptiveWarmup(keras.callbacks.Callback):
+    """--warmup_labeled_accuracy: at the end of the last scheduled warm-up
+    epoch, pushes the start of the full objective back by one epoch while the
+    epoch's labeled accuracy is below the threshold (up to the model's
+    `latest_warmup_end()`). Logs `warmup_end` each epoch. Runs before the
+    checkpoint's callback, so a resumed run continues with the same end."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        end = self.model.warmup_end_epoch()
+        if epoch + 1 == end:
+            if "labeled_accuracy" not in logs:
+                raise RuntimeError("--warmup_labeled_accuracy: the epoch logs have no "
+                                   "labeled_accuracy to judge the warm-up by")
+            accuracy = float(logs["labeled_accuracy"])
+            latest = self.model.latest_warmup_end()
+            if accuracy < self.threshold and end < latest:
+                end += 1
+                self.model.warmup_end.assign(float(end))
+                log.info("epoch %d: labeled accuracy %.3f < --warmup_labeled_accuracy="
+                         "%g: warm-up goes on", epoch + 1, accuracy, self.threshold)
+            else:
+                log.info("epoch %d: labeled accuracy %.3f%s: warm-up ends, the full "
+                         "objective starts at epoch %d", epoch + 1, accuracy,
+                         f" (the latest end, {latest} epochs)" if accuracy < self.threshold
+                         else f" >= --warmup_labeled_accuracy={self.threshold:g}", end + 1)
+        logs["warmup_end"] = float(end)
+
+
 class JudgeSnapshot(keras.callbacks.Callback):
     """At the start of the first full-objective epoch, copies the weights
     training would save (the EMA when on) into the model's frozen judge of
     translations. A run resumed later restores the judge from its checkpoint."""
 
     def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.model.config.train.warmup_epochs:
+        if epoch == self.model.warmup_end_epoch():
             with saved_weights(self.model):
                 self.model.take_judge_snapshot()
 
@@ -143,7 +176,7 @@ class PseudoLabelRefresh(keras.callbacks.Callback):
         self.embed = None
 
     def _due(self, epoch: int) -> bool:
-        since = epoch - self.config.train.warmup_epochs
+        since = epoch - self.model.warmup_end_epoch()
         return since >= 0 and since % self.config.graph.pseudo_label_every == 0
 
     def on_epoch_begin(self, epoch, logs=None):

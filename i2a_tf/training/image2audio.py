@@ -167,6 +167,16 @@ class Image2Audio(keras.Model):
         state = dict(trainable=False, autocast=False)
         self.epoch = self.add_weight(shape=(), initializer="zeros", name="epoch",
                                      **state)
+        train = config.train
+        self.adaptive_warmup = train.warmup_labeled_accuracy > 0
+        if self.adaptive_warmup:
+            # The epoch the full objective starts at: --warmup_epochs, pushed
+            # back an epoch at a time by `AdaptiveWarmup` while C's labeled
+            # accuracy is below --warmup_labeled_accuracy. A weight, so a
+            # resumed run keeps it (and workers' fingerprints compare it).
+            self.warmup_end = self.add_weight(
+                shape=(), initializer=keras.initializers.Constant(float(train.warmup_epochs)),
+                name="warmup_end", **state)
         self.class_banks = self.add_weight(
             shape=(num_classes, self.bank_size, m.embedding_dim), initializer="zeros",
             name="class_banks", **state)
@@ -235,13 +245,31 @@ class Image2Audio(keras.Model):
 
     # -- The schedule -------------------------------------------------------------
 
+    def warmup_epochs(self) -> tf.Tensor:
+        """The epoch the full objective starts at, as a float32 scalar."""
+        if self.adaptive_warmup:
+            return tf.convert_to_tensor(self.warmup_end)
+        return tf.constant(float(self.config.train.warmup_epochs), tf.float32)
+
+    def warmup_end_epoch(self) -> int:
+        """`warmup_epochs()` as a Python int (for the callbacks)."""
+        if self.adaptive_warmup:
+            return int(round(float(self.warmup_end.numpy())))
+        return self.config.train.warmup_epochs
+
+    def latest_warmup_end(self) -> int:
+        """The latest epoch an adaptive warm-up may end at."""
+        train = self.config.train
+        return train.warmup_max_epochs or max(
+            train.epochs - self.config.loss.aux_rampup_epochs, train.warmup_epochs)
+
     def full_objective_gate(self) -> tf.Tensor:
         """1.0 once warm-up is over, else 0.0."""
-        return tf.cast(self.epoch >= float(self.config.train.warmup_epochs), tf.float32)
+        return tf.cast(self.epoch >= self.warmup_epochs(), tf.float32)
 
     def aux_weight(self) -> tf.Tensor:
         """r(t): 0 in warm-up, then ramping to 1 over `aux_rampup_epochs`."""
-        return losses.rampup_weight(self.epoch - float(self.config.train.warmup_epochs),
+        return losses.rampup_weight(self.epoch - self.warmup_epochs(),
                                     self.config.loss.aux_rampup_epochs)
 
     def take_judge_snapshot(self) -> None:
@@ -255,9 +283,11 @@ class Image2Audio(keras.Model):
         if not loss.use_annealing:
             return tf.constant(loss.tau_min, tf.float32)
         train = self.config.train
-        span = loss.annealing_epochs or max(train.epochs - train.warmup_epochs - 1, 1)
-        progress = tf.maximum(self.epoch - float(train.warmup_epochs), 0.0)
-        return density.annealing_threshold(progress, float(span), loss.tau_min,
+        warmup = self.warmup_epochs()
+        span = (tf.constant(float(loss.annealing_epochs)) if loss.annealing_epochs
+                else tf.maximum(float(train.epochs) - warmup - 1.0, 1.0))
+        progress = tf.maximum(self.epoch - warmup, 0.0)
+        return density.annealing_threshold(progress, span, loss.tau_min,
                                            loss.annealing_schedule)
 
     # -- The step ---------------------------------------------------------------------

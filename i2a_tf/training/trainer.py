@@ -201,6 +201,10 @@ def _train(config: Config, data: DatasetInfo, task, output_dir: str) -> dict:
     backup = callbacks_lib.FiniteBackupAndRestore(
         backup_dir(output_dir), on_restore=lambda: reset_learning_rates(model, config))
     run_callbacks = [callbacks_lib.EpochClock()]
+    if config.train.warmup_labeled_accuracy > 0:
+        # Before the checkpoint's callback, which then saves the decided end.
+        run_callbacks.append(callbacks_lib.AdaptiveWarmup(
+            config.train.warmup_labeled_accuracy))
     if config.loss.use_translation and config.loss.use_translation_judge:
         run_callbacks.append(callbacks_lib.JudgeSnapshot())
     if config.loss.use_translation and config.loss.use_density_weights:
@@ -354,6 +358,7 @@ def _switches(config: Config) -> dict:
         "train_seed": config.training_seed,
         "epochs": config.train.epochs,
         "warmup_epochs": config.train.warmup_epochs,
+        "warmup_labeled_accuracy": config.train.warmup_labeled_accuracy,
     }
 
 
