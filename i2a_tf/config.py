@@ -670,6 +670,9 @@ class TrainConfig:
         if self.warmup_labeled_accuracy > 0 and self.warmup_epochs < 1:
             raise _bad("warmup_labeled_accuracy", self.warmup_labeled_accuracy,
                        "needs --warmup_epochs >= 1 (the warm-up it may extend)")
+        if self.warmup_max_epochs and not self.warmup_labeled_accuracy:
+            raise _bad("warmup_max_epochs", self.warmup_max_epochs,
+                       "only used with --warmup_labeled_accuracy > 0")
         if self.warmup_max_epochs and not (
                 self.warmup_epochs <= self.warmup_max_epochs <= self.epochs):
             raise _bad("warmup_max_epochs", self.warmup_max_epochs,
