@@ -609,8 +609,8 @@ class TrainConfig:
         "fit them (ANALYSIS.md section 18).")
     warmup_max_epochs: int = _field(
         0, "With --warmup_labeled_accuracy: the full objective starts at this "
-        "epoch at the latest (0: --epochs minus --aux_rampup_epochs, so the "
-        "auxiliary terms still reach full weight).")
+        "epoch at the latest (0: --epochs minus --aux_rampup_epochs, at least one "
+        "epoch before the end, so the auxiliary terms still reach full weight).")
     steps_per_epoch: int = _field(40, "Training steps per epoch.")
     classifier_lr: float = _field(1e-3, "AdamW learning rate of C.")
     weight_decay: float = _field(0.05, "AdamW weight decay of C.")
@@ -674,10 +674,10 @@ class TrainConfig:
             raise _bad("warmup_max_epochs", self.warmup_max_epochs,
                        "only used with --warmup_labeled_accuracy > 0")
         if self.warmup_max_epochs and not (
-                self.warmup_epochs <= self.warmup_max_epochs <= self.epochs):
+                self.warmup_epochs <= self.warmup_max_epochs < self.epochs):
             raise _bad("warmup_max_epochs", self.warmup_max_epochs,
                        f"must be 0 or in [warmup_epochs={self.warmup_epochs}, "
-                       f"epochs={self.epochs}]")
+                       f"epochs={self.epochs}) (the full objective must get an epoch)")
         for name in ("classifier_lr", "generator_lr", "discriminator_lr"):
             if not getattr(self, name) > 0:
                 raise _bad(name, getattr(self, name), "must be > 0")

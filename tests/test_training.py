@@ -312,7 +312,7 @@ def test_main_adaptive_warmup_starts_the_full_objective_when_c_fits(tmp_path):
     weight is 0 exactly until the recorded end, and the first pseudo-label
     refresh is at it."""
     workdir = str(tmp_path / "run")
-    result = run_main("--flagfile=configs/demo.cfg", "--mode=prepare,train",
+    result = run_main("--flagfile=configs/demo.cfg", "--mode=prepare,train,evaluate",
                       f"--workdir={workdir}", *TINY_TRAIN, "--epochs=4",
                       "--warmup_epochs=1", "--steps_per_epoch=2", "--pseudo_label_every=1",
                       "--warmup_labeled_accuracy=1.0", "--warmup_max_epochs=3")
@@ -330,6 +330,30 @@ def test_main_adaptive_warmup_starts_the_full_objective_when_c_fits(tmp_path):
     assert all(w > 0 for w in logs["aux_weight"][end:])
     with open(os.path.join(workdir, "pseudo_labels.json")) as f:
         assert [r["epoch"] for r in json.load(f)][0] == end
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["warmup_end"] == end
+    assert metrics["switches"]["warmup_labeled_accuracy"] == 1.0
+
+
+def test_resume_needs_the_adaptive_warmup_as_started(tmp_path):
+    """The adaptive warm-up adds a weight to the checkpoint: resuming with it
+    switched is a ConfigError naming the flag, not Keras' load error."""
+    from i2a_tf.config import ConfigError, config_from_flat
+    on = config_from_flat({"warmup_labeled_accuracy": 0.9, "warmup_epochs": 2})
+    off = config_from_flat({"warmup_epochs": 2})
+    started = str(tmp_path / "on")
+    trainer_lib._check_adaptive_warmup(on, started, resuming=False)
+    trainer_lib._check_adaptive_warmup(on, started, resuming=True)
+    with pytest.raises(ConfigError, match="--warmup_labeled_accuracy=0: .* adaptive "
+                                          "warm-up on; resume with it on"):
+        trainer_lib._check_adaptive_warmup(off, started, resuming=True)
+    # A checkpoint from before the flag existed (no warmup.json) had it off.
+    older = str(tmp_path / "older")
+    os.makedirs(older)
+    trainer_lib._check_adaptive_warmup(off, older, resuming=True)
+    with pytest.raises(ConfigError, match="--warmup_labeled_accuracy=0.9: .* off"):
+        trainer_lib._check_adaptive_warmup(on, older, resuming=True)
 
 
 def test_evaluate_without_a_trained_classifier_names_the_fix(tmp_path):

@@ -4,7 +4,10 @@ They run eagerly between steps (cross-replica context) and write into the
 model's state variables, so the compiled train step never retraces:
 
   EpochClock          model.epoch <- the epoch about to run
+  AdaptiveWarmup      model.warmup_end <- one epoch later while C's labeled
+                      accuracy is below --warmup_labeled_accuracy
   JudgeSnapshot       the frozen judge of translations <- C, once, after warm-up
+                      (when the full objective starts)
   ClassBankRefresh    per-class φ banks of labeled clips, every epoch
   PseudoLabelRefresh  graph pseudo-labels of unlabeled clips, every K epochs
   EpochEvaluation     validation / test UAR per epoch of the weights that would

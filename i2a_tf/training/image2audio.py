@@ -261,7 +261,7 @@ class Image2Audio(keras.Model):
         """The latest epoch an adaptive warm-up may end at."""
         train = self.config.train
         return train.warmup_max_epochs or max(
-            train.epochs - self.config.loss.aux_rampup_epochs, train.warmup_epochs)
+            train.epochs - max(self.config.loss.aux_rampup_epochs, 1), train.warmup_epochs)
 
     def full_objective_gate(self) -> tf.Tensor:
         """1.0 once warm-up is over, else 0.0."""

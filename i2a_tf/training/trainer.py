@@ -178,6 +178,7 @@ def _train(config: Config, data: DatasetInfo, task, output_dir: str) -> dict:
             if os.path.exists(path):
                 os.remove(path)
     _check_unlabeled_pool(config, data, output_dir, resuming)
+    _check_adaptive_warmup(config, output_dir, resuming)
     set_precision_policy(config.train)
     strategy = make_strategy(config.train)
     replicas = strategy.num_replicas_in_sync
@@ -305,6 +306,32 @@ def _verbosity(config: Config) -> int:
 
 
 POOL_JSON = "unlabeled_pool.json"
+WARMUP_JSON = "warmup.json"
+
+
+def _check_adaptive_warmup(config: Config, output_dir: str, resuming: bool) -> None:
+    """--warmup_labeled_accuracy adds a weight to the model, so a checkpoint
+    resumes only with the flag on or off as the run started (a fresh run
+    records it in `<output_dir>/warmup.json`; a run without the file started
+    before the flag existed, so with it off)."""
+    adaptive = config.train.warmup_labeled_accuracy > 0
+    path = os.path.join(output_dir, WARMUP_JSON)
+    if resuming:
+        started = False
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                started = json.load(f)["adaptive"]
+        if started != adaptive:
+            raise ConfigError(
+                f"--warmup_labeled_accuracy={config.train.warmup_labeled_accuracy:g}: the "
+                f"checkpoint in {backup_dir(output_dir)} was trained with the adaptive "
+                f"warm-up {'on' if started else 'off'}; resume with it "
+                f"{'on' if started else 'off (0)'}, or delete {backup_dir(output_dir)} to "
+                "start afresh")
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"adaptive": adaptive}, f)
 
 
 def _check_unlabeled_pool(config: Config, data: DatasetInfo, output_dir: str,
@@ -359,6 +386,7 @@ def _switches(config: Config) -> dict:
         "epochs": config.train.epochs,
         "warmup_epochs": config.train.warmup_epochs,
         "warmup_labeled_accuracy": config.train.warmup_labeled_accuracy,
+        "warmup_max_epochs": config.train.warmup_max_epochs,
     }
 
 
@@ -382,6 +410,12 @@ def evaluate(config: Config) -> dict:
         with open(saved, encoding="utf-8") as f:
             trained_with = config_from_dict(json.load(f))
     metrics["switches"] = _switches(trained_with)
+    history_path = os.path.join(config.workdir, "history.json")
+    if os.path.exists(history_path):
+        with open(history_path, encoding="utf-8") as f:
+            ends = json.load(f).get("logs", {}).get("warmup_end")
+        if ends:  # the epoch the adaptive warm-up ended at
+            metrics["warmup_end"] = int(ends[-1])
     pseudo_path = os.path.join(config.workdir, "pseudo_labels.json")
     if config.graph.use_pseudo_labels and os.path.exists(pseudo_path):
         with open(pseudo_path, encoding="utf-8") as f:
