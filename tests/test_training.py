@@ -326,6 +326,7 @@ def test_main_adaptive_warmup_starts_the_full_objective_when_c_fits(tmp_path):
             expected += 1
         assert ends[epoch] == expected, (ends, logs["labeled_accuracy"])
     end = ends[-1]
+    assert end > 1  # this tiny C is far from 1.0: the warm-up was pushed back
     assert all(w == 0 for w in logs["aux_weight"][:end])
     assert all(w > 0 for w in logs["aux_weight"][end:])
     with open(os.path.join(workdir, "pseudo_labels.json")) as f:
